@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
+# OpenMP threads spin while waiting; on a shared 2-core machine that slowed torch 50-100x.
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: demo test lint format bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) -e '.[test,bench]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/prunekit demo
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check prunekit tests bench
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check prunekit tests bench
+	$(BIN)/ruff format --check prunekit tests bench
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff format prunekit tests bench
+	$(BIN)/ruff check --fix prunekit tests bench
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV)

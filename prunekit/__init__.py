@@ -1,0 +1,47 @@
+"""prunekit: make trained PyTorch models smaller and faster while keeping their accuracy.
+
+import prunekit as pk
+report = pk.prune_(model, pk.MagnitudeConfig(sparsity=0.9, scope="global"))
+pk.finetune_(model, train_batches, epochs=2)
+print(pk.compare(dense, model, data=val_batches))
+"""
+
+from prunekit.config import BaseConfig, PruneConfig
+from prunekit.errors import DataNotFoundError, PrunekitError
+from prunekit.prune import (
+    AGP,
+    Iterative,
+    MagnitudeConfig,
+    MovementConfig,
+    OneShot,
+    PruneReport,
+    RandomConfig,
+    TaylorConfig,
+    prune_,
+)
+from prunekit.registry import MethodInfo, methods
+from prunekit.train import FinetuneReport, finetune_, teacher_copy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AGP",
+    "BaseConfig",
+    "DataNotFoundError",
+    "FinetuneReport",
+    "Iterative",
+    "MagnitudeConfig",
+    "MethodInfo",
+    "MovementConfig",
+    "OneShot",
+    "PruneConfig",
+    "PruneReport",
+    "PrunekitError",
+    "RandomConfig",
+    "TaylorConfig",
+    "__version__",
+    "finetune_",
+    "methods",
+    "prune_",
+    "teacher_copy",
+]

@@ -1,0 +1,133 @@
+"""Configs are pure, validated data: one pydantic model per method, every field defaulted.
+
+The shared vocabulary (API.md): ``sparsity`` (fraction removed, in [0, 1)), ``pattern``
+(``unstructured`` or ``N:M``), ``scope`` (``layer``/``global``), ``targets``, ``ignore``, ``seed``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+
+class BaseConfig(BaseModel):
+    """Base of every config: unknown fields are errors, values are checked, instances frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    method: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields, for reports, manifests and recipes."""
+        return self.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class NM:
+    """An N:M pattern: exactly ``n`` zeros in every group of ``m`` consecutive input weights."""
+
+    n: int
+    m: int
+
+    def __str__(self) -> str:
+        return f"{self.n}:{self.m}"
+
+
+_NM_RE = re.compile(r"^(\d+):(\d+)$")
+UNSTRUCTURED = "unstructured"
+STRUCTURED_PATTERNS = ("channel", "head")
+
+
+def parse_pattern(pattern: str) -> NM | None:
+    """``None`` for unstructured, an :class:`NM` for ``"N:M"``; ValueError otherwise."""
+    if pattern == UNSTRUCTURED:
+        return None
+    match = _NM_RE.match(pattern)
+    if match is None:
+        if pattern in STRUCTURED_PATTERNS:
+            raise ValueError(
+                f"pattern {pattern!r} (structured pruning) is not available in this version; "
+                "use 'unstructured' or an N:M pattern such as '2:4'"
+            )
+        raise ValueError(f"pattern must be 'unstructured' or 'N:M' such as '2:4'; got {pattern!r}")
+    n, m = int(match.group(1)), int(match.group(2))
+    if not 0 < n < m:
+        raise ValueError(
+            f"pattern {pattern!r}: N:M needs 0 < N < M (N zeros in every M weights); "
+            f"got N={n}, M={m}"
+        )
+    return NM(n, m)
+
+
+class PruneConfig(BaseConfig):
+    """Fields every pruning method shares.
+
+    sparsity: fraction of weights removed, in [0, 1). ``None`` means N/M for an N:M pattern
+        and 0.5 otherwise.
+    pattern: ``"unstructured"`` or ``"N:M"`` (N zeros in each group of M consecutive inputs).
+    scope: ``"layer"`` (each layer reaches ``sparsity``) or ``"global"`` (the targeted layers
+        together do, ranked by one shared score).
+    targets: layers to prune: class names, exact module names or ``"re:<regex>"``; ``None``
+        means every ``nn.Linear`` and ``nn.Conv1d/2d/3d``.
+    ignore: layers to leave alone, in the same forms.
+    seed: for anything random.
+    """
+
+    sparsity: float | None = None
+    pattern: str = UNSTRUCTURED
+    scope: Literal["layer", "global"] = "layer"
+    targets: list[str] | None = None
+    ignore: list[str] = []
+    seed: int = 0
+
+    needs_data: ClassVar[bool] = False
+    needs_training: ClassVar[bool] = False
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity_in_range(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 <= v < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1); got {v}")
+        return v
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_known(cls, v: str) -> str:
+        parse_pattern(v)
+        return v
+
+    @model_validator(mode="after")
+    def _pattern_agrees(self) -> PruneConfig:
+        nm = parse_pattern(self.pattern)
+        if nm is not None:
+            if self.sparsity is not None and abs(self.sparsity - nm.n / nm.m) > 1e-9:
+                implied = nm.n / nm.m
+                raise ValueError(
+                    f"pattern {self.pattern} removes {nm.n}/{nm.m} = {implied:g} of the weights; "
+                    f"got sparsity={self.sparsity}: leave sparsity unset or set it to {implied:g}"
+                )
+            if self.scope == "global":
+                raise ValueError(
+                    f"scope='global' has no meaning for pattern {self.pattern} (every group of "
+                    f"{nm.m} keeps {nm.m - nm.n}); use scope='layer'"
+                )
+        return self
+
+    @property
+    def nm(self) -> NM | None:
+        return parse_pattern(self.pattern)
+
+    @property
+    def target_sparsity(self) -> float:
+        """The sparsity this config asks for, with ``None`` resolved."""
+        nm = self.nm
+        if nm is not None:
+            return nm.n / nm.m
+        return 0.5 if self.sparsity is None else self.sparsity
+
+    def with_sparsity(self, sparsity: float) -> PruneConfig:
+        """A copy asking for another sparsity (used by schedules that step toward the target)."""
+        return self.model_copy(update={"sparsity": sparsity})

@@ -1,0 +1,96 @@
+"""One way to read the batches users hand us.
+
+`data` anywhere in prunekit is an iterable of batches, each one of:
+  - a tensor of inputs (no labels),
+  - a tuple/list ``(inputs, labels)`` (extra items are ignored),
+  - a dict of keyword inputs, as Hugging Face models take (labels under ``"labels"``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import PrunekitError
+
+Inputs = torch.Tensor | Mapping[str, Any]
+
+
+def split_batch(batch: Any) -> tuple[Inputs, torch.Tensor | None]:
+    """Return ``(inputs, labels)``; labels is None when the batch carries none."""
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    if isinstance(batch, Mapping):
+        labels = batch.get("labels")
+        return {k: v for k, v in batch.items() if k != "labels"}, labels
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], (torch.Tensor, Mapping)):
+        labels = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
+        return batch[0], labels
+    raise PrunekitError(
+        f"data: a batch must be a tensor, an (inputs, labels) tuple or a dict of tensors; "
+        f"got {type(batch).__name__}"
+    )
+
+
+def run_model(model: nn.Module, inputs: Inputs) -> torch.Tensor:
+    """Call ``model`` on one batch's inputs and return its logits/output tensor."""
+    out = model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if isinstance(out, Mapping) and isinstance(out.get("logits"), torch.Tensor):
+        return out["logits"]
+    raise PrunekitError(
+        f"model output: expected a tensor or an object with .logits; got {type(out).__name__}"
+    )
+
+
+def batch_size(inputs: Inputs) -> int:
+    """Number of samples in one batch's inputs (the first dimension)."""
+    if isinstance(inputs, Mapping):
+        first = next(v for v in inputs.values() if isinstance(v, torch.Tensor))
+        return int(first.shape[0])
+    return int(inputs.shape[0])
+
+
+def slice_inputs(inputs: Inputs, n: int) -> Inputs:
+    """The first ``n`` samples of a batch's inputs, repeated when the batch holds fewer."""
+
+    def cut(t: torch.Tensor) -> torch.Tensor:
+        if t.shape[0] < n:
+            reps = -(-n // t.shape[0])
+            t = t.repeat(reps, *([1] * (t.dim() - 1)))
+        return t[:n]
+
+    if isinstance(inputs, Mapping):
+        return {k: cut(v) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    return cut(inputs)
+
+
+def take_samples(data: Iterable[Any], num_samples: int | None) -> Iterator[Any]:
+    """Yield batches from ``data`` until ``num_samples`` samples were given (all if None)."""
+    if num_samples is None:
+        yield from data
+        return
+    seen = 0
+    for batch in data:
+        if seen >= num_samples:
+            return
+        yield batch
+        seen += batch_size(split_batch(batch)[0])
+
+
+def first_batch(data: Iterable[Any], what: str = "data") -> Any:
+    """The first batch of ``data``; a clear error when it is empty."""
+    try:
+        return next(iter(itertools.islice(data, 1)))
+    except StopIteration:
+        raise PrunekitError(f"{what}: got an empty iterable; pass at least one batch") from None

@@ -1,0 +1,18 @@
+"""Pruning: score (scores.py) → plan (plan.py) → apply (../surgery.py), driven by a schedule."""
+
+from prunekit.prune.api import prune_
+from prunekit.prune.methods import MagnitudeConfig, MovementConfig, RandomConfig, TaylorConfig
+from prunekit.prune.report import PruneReport
+from prunekit.prune.schedule import AGP, Iterative, OneShot
+
+__all__ = [
+    "AGP",
+    "Iterative",
+    "MagnitudeConfig",
+    "MovementConfig",
+    "OneShot",
+    "PruneReport",
+    "RandomConfig",
+    "TaylorConfig",
+    "prune_",
+]

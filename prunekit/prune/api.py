@@ -1,0 +1,54 @@
+"""``prune_``: one-shot pruning, the verb users call first."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prunekit.calibrate import LossFn
+from prunekit.config import PruneConfig
+from prunekit.errors import PrunekitError
+from prunekit.prune.pruner import Pruner
+from prunekit.prune.report import PruneReport
+from prunekit.train.losses import task_loss
+
+
+def prune_(
+    model: Any,
+    config: PruneConfig,
+    data: Iterable[Any] | None = None,
+    *,
+    example_inputs: Any = None,
+    loss_fn: LossFn | None = None,
+) -> PruneReport:
+    """Prune ``model`` in place to ``config``'s sparsity and pattern, in one shot.
+
+    data: batches for methods that need them (``TaylorConfig``): ``(inputs, labels)`` tuples,
+        dicts, or tensors with a ``loss_fn``; at most ``config.num_samples`` samples are read.
+    example_inputs: for structured patterns (traced); unused by unstructured and N:M pruning.
+    loss_fn: ``loss_fn(logits, labels) -> scalar``; cross-entropy by default.
+
+    Returns a :class:`PruneReport` with the sparsity reached per layer. Everything is checked
+    and scored before the first weight changes: if this raises, the model is as it was.
+    """
+    del example_inputs  # reserved for structured patterns, which trace the model
+    start = time.perf_counter()
+    pruner = Pruner(model, config)
+    if config.needs_training:
+        raise PrunekitError(
+            f"method {pruner.method.name!r} learns its scores while training; use "
+            f"prunekit.finetune_(model, data, epochs=..., prune={type(config).__name__}(...), "
+            f"schedule='agp')"
+        )
+    if config.needs_data:
+        if data is None:
+            raise PrunekitError(
+                f"data: method {pruner.method.name!r} needs batches of labelled data to score "
+                f"weights; pass data=[(inputs, labels), ...]"
+            )
+        pruner.calibrate(data, loss_fn or task_loss, getattr(config, "num_samples", None))
+    pruner.prune_to(config.target_sparsity)
+    return PruneReport.from_layers(
+        pruner.method.name, config.to_dict(), pruner.layers, time.perf_counter() - start
+    )

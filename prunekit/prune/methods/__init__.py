@@ -1,0 +1,8 @@
+"""Pruning methods, one config + one file each. Importing this package registers them."""
+
+from prunekit.prune.methods.magnitude import MagnitudeConfig
+from prunekit.prune.methods.movement import MovementConfig
+from prunekit.prune.methods.random import RandomConfig
+from prunekit.prune.methods.taylor import TaylorConfig
+
+__all__ = ["MagnitudeConfig", "MovementConfig", "RandomConfig", "TaylorConfig"]

@@ -1,0 +1,61 @@
+"""What a pruning method provides: a scorer that turns weights (and observed gradients) into scores.
+
+A scorer is created per pruning run for the selected layers. Gradient-based scorers accumulate
+in :meth:`Scorer.observe`, called after each backward pass, whether in a calibration pass
+(one-shot) or in the training loop (gradual pruning), so one scorer serves every schedule.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prunekit.config import PruneConfig
+
+
+class Scorer:
+    """Base scorer: magnitude-free, stateless. Subclasses override :meth:`scores`."""
+
+    def __init__(self, config: PruneConfig, layers: dict[str, nn.Module]) -> None:
+        self.config = config
+        self.layers = layers
+
+    def observe(self) -> None:
+        """Called after a backward pass while gradients are in ``weight.grad``."""
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        """``{layer name: scores of its weight's shape}``; higher is more important."""
+        raise NotImplementedError
+
+
+class GradientScorer(Scorer):
+    """Accumulates a per-batch term of (w, ∂L/∂w) over observed batches."""
+
+    def __init__(self, config: PruneConfig, layers: dict[str, nn.Module]) -> None:
+        super().__init__(config, layers)
+        self.total = {n: torch.zeros_like(m.weight, dtype=torch.float32) for n, m in layers.items()}
+        self.count = 0
+
+    def term(self, w: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def observe(self) -> None:
+        for name, module in self.layers.items():
+            grad = module.weight.grad
+            if grad is not None:
+                self.total[name] += self.term(module.weight, grad).float()
+        self.count += 1
+
+    @property
+    def has_observations(self) -> bool:
+        return self.count > 0
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        if self.count == 0:
+            raise RuntimeError("gradient scores requested before any batch was observed")
+        return {n: t / self.count for n, t in self.total.items()}
+
+    def reset(self) -> None:
+        for t in self.total.values():
+            t.zero_()
+        self.count = 0

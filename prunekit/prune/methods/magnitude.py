@@ -1,0 +1,24 @@
+"""Magnitude pruning: the weights with the smallest |w| go (Han et al. 2015)."""
+
+from __future__ import annotations
+
+import torch
+
+from prunekit.config import PruneConfig
+from prunekit.prune import scores
+from prunekit.prune.methods.base import Scorer
+from prunekit.registry import register
+
+
+class MagnitudeConfig(PruneConfig):
+    """Remove the smallest-|w| weights; needs no data."""
+
+
+class MagnitudeScorer(Scorer):
+    def scores(self) -> dict[str, torch.Tensor]:
+        return {n: scores.magnitude(m.weight) for n, m in self.layers.items()}
+
+
+register(
+    "magnitude", "prune", MagnitudeConfig, "smallest |w| removed (L1); no data", MagnitudeScorer
+)

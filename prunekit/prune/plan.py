@@ -1,0 +1,92 @@
+"""Scores + a target → masks. Pure: nothing here touches a model.
+
+A mask is a bool tensor of the weight's shape, True = kept. Every function reaches its target
+exactly, to the element: ties are broken by position, never by a threshold that may keep more.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prunekit.config import NM
+
+
+def num_to_prune(numel: int, sparsity: float) -> int:
+    """How many of ``numel`` weights go at ``sparsity`` (rounded to the nearest element)."""
+    return round(sparsity * numel)
+
+
+def _drop_lowest(flat: torch.Tensor, k: int) -> torch.Tensor:
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    if k > 0:
+        # A stable sort breaks ties by position, so equal scores give a deterministic plan.
+        order = torch.sort(flat.float(), stable=True).indices
+        keep[order[:k]] = False
+    return keep
+
+
+def unstructured_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep all but the ``round(sparsity·numel)`` lowest-scored entries. scores: any shape."""
+    flat = scores.reshape(-1)
+    return _drop_lowest(flat, num_to_prune(flat.numel(), sparsity)).reshape(scores.shape)
+
+
+def global_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+    """One ranking across all layers: exactly ``round(sparsity·Σ numel)`` entries removed."""
+    names = list(scores)
+    flat = torch.cat([scores[n].reshape(-1).float() for n in names])
+    keep = _drop_lowest(flat, num_to_prune(flat.numel(), sparsity))
+    out, start = {}, 0
+    for n in names:
+        size = scores[n].numel()
+        out[n] = keep[start : start + size].reshape(scores[n].shape)
+        start += size
+    return out
+
+
+def nm_groups(w: torch.Tensor, m: int) -> torch.Tensor:
+    """View a weight as groups of ``m`` consecutive input weights: → [groups, m].
+
+    Linear ``[out, in]`` groups along ``in``. Conv ``[out, in, *k]`` groups along input
+    channels at each kernel position (the layout sparse kernels read: channels last).
+    """
+    if w.dim() > 2:
+        w = w.movedim(1, -1)
+    return w.reshape(-1, m)
+
+
+def nm_ungroup(groups: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Inverse of :func:`nm_groups` for a weight of ``shape``."""
+    if len(shape) > 2:
+        moved = (shape[0], *shape[2:], shape[1])
+        return groups.reshape(moved).movedim(-1, 1)
+    return groups.reshape(shape)
+
+
+def nm_mask(scores: torch.Tensor, nm: NM) -> torch.Tensor:
+    """Exactly ``nm.n`` zeros in every group of ``nm.m`` consecutive inputs (lowest scores go)."""
+    groups = nm_groups(scores.float(), nm.m)
+    # Stable sort within each group: ties go to the earlier position, deterministically.
+    order = torch.sort(groups, dim=1, stable=True).indices
+    keep = torch.ones_like(groups, dtype=torch.bool)
+    keep.scatter_(1, order[:, : nm.n], False)
+    return nm_ungroup(keep, scores.shape)
+
+
+def nm_input_width(w_shape: torch.Size) -> int:
+    """The width N:M groups run along: in_features, or in_channels (per group) for a conv."""
+    return int(w_shape[1])
+
+
+def plan_masks(
+    scores: dict[str, torch.Tensor],
+    sparsity: float,
+    nm: NM | None = None,
+    scope: str = "layer",
+) -> dict[str, torch.Tensor]:
+    """Masks for every layer in ``scores``: N:M, per-layer, or one global ranking."""
+    if nm is not None:
+        return {n: nm_mask(s, nm) for n, s in scores.items()}
+    if scope == "global":
+        return global_masks(scores, sparsity)
+    return {n: unstructured_mask(s, sparsity) for n, s in scores.items()}

@@ -1,0 +1,88 @@
+"""Pick the layers an operation applies to.
+
+A selector is a class name (``"Linear"``), an exact module name (``"features.0"``) or a regular
+expression over module names (``"re:^encoder\\..*\\.query$"``). ``targets=None`` means every
+layer of the default kinds; ``ignore`` removes layers in the same forms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from torch import nn
+
+from prunekit.errors import PrunekitError
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _matches(selector: str, name: str, module: nn.Module) -> bool:
+    if selector.startswith("re:"):
+        return re.search(selector[3:], name) is not None
+    return selector == name or selector == type(module).__name__
+
+
+def _check_selectors(selectors: Sequence[str], what: str) -> None:
+    if isinstance(selectors, str):
+        raise PrunekitError(
+            f"{what} must be a list of selectors; got the string {selectors!r}: "
+            f"write [{selectors!r}]"
+        )
+    for s in selectors:
+        if s.startswith("re:"):
+            try:
+                re.compile(s[3:])
+            except re.error as e:
+                raise PrunekitError(
+                    f"{what}: {s!r} is not a valid regular expression ({e})"
+                ) from None
+
+
+def select_layers(
+    model: nn.Module,
+    targets: Sequence[str] | None = None,
+    ignore: Sequence[str] = (),
+    kinds: tuple[type[nn.Module], ...] = PRUNABLE_TYPES,
+) -> dict[str, nn.Module]:
+    """Return ``{module name: module}`` for the layers selected, in model order.
+
+    Only modules of ``kinds`` with a ``weight`` parameter are candidates. Raises PrunekitError when
+    a target selector matches nothing (a typo would otherwise silently prune nothing) or when no
+    layer is left.
+    """
+    _check_selectors(targets or [], "targets")
+    _check_selectors(ignore, "ignore")
+    candidates = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, kinds) and isinstance(getattr(m, "weight", None), nn.Parameter)
+    }
+    if targets is None:
+        chosen = dict(candidates)
+    else:
+        chosen = {}
+        for sel in targets:
+            hits = {n: m for n, m in candidates.items() if _matches(sel, n, m)}
+            if not hits:
+                raise PrunekitError(
+                    f"targets: {sel!r} matches no prunable layer; prunable layers are: "
+                    f"{_preview(candidates)}"
+                )
+            chosen.update(hits)
+        chosen = {n: m for n, m in candidates.items() if n in chosen}
+    for sel in ignore:
+        chosen = {n: m for n, m in chosen.items() if not _matches(sel, n, m)}
+    if not chosen:
+        kinds_txt = ", ".join(k.__name__ for k in kinds)
+        raise PrunekitError(
+            f"model has no prunable layer left ({kinds_txt}) after targets={list(targets or [])} "
+            f"and ignore={list(ignore)}; check the selectors"
+        )
+    return chosen
+
+
+def _preview(layers: dict[str, nn.Module], most: int = 12) -> str:
+    names = [f"{n} ({type(m).__name__})" for n, m in layers.items()]
+    more = f", … ({len(names) - most} more)" if len(names) > most else ""
+    return ", ".join(names[:most]) + more if names else "none"

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from prunekit.config import NM
+from prunekit.prune import plan
+
+
+@pytest.mark.parametrize("shape", [(7,), (13, 11), (6, 4, 3, 3)])
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.8, 0.95, 0.999])
+def test_unstructured_mask_prunes_exactly(shape, sparsity):
+    scores = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    keep = plan.unstructured_mask(scores, sparsity)
+    assert keep.shape == scores.shape
+    assert int((~keep).sum()) == round(sparsity * scores.numel())
+    if 0 < (~keep).sum() < keep.numel():
+        assert scores[~keep].max() <= scores[keep].min()
+
+
+def test_ties_do_not_change_the_count():
+    keep = plan.unstructured_mask(torch.ones(10, 10), 0.37)
+    assert int((~keep).sum()) == 37
+
+
+def test_global_masks_rank_across_layers_and_hit_the_total():
+    scores = {"a": torch.arange(10.0), "b": torch.arange(10.0, 30.0)}
+    masks = plan.global_masks(scores, 0.5)
+    assert int((~masks["a"]).sum()) == 10  # all of "a" ranks below all of "b"
+    assert int((~masks["b"]).sum()) == 5
+
+
+def _groups_of(mask, m):
+    return plan.nm_groups(mask, m)
+
+
+@pytest.mark.parametrize("nm", [NM(2, 4), NM(4, 8), NM(1, 4)])
+@pytest.mark.parametrize("shape", [(6, 16), (5, 8, 3, 3)])
+def test_nm_mask_has_exactly_n_zeros_per_group(nm, shape):
+    scores = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    keep = plan.nm_mask(scores, nm)
+    groups = _groups_of(keep, nm.m)
+    assert torch.all((~groups).sum(dim=1) == nm.n)
+    # the lowest scores in each group are the ones removed
+    g_scores = _groups_of(scores, nm.m)
+    removed_max = g_scores.masked_fill(groups, float("-inf")).max(dim=1).values
+    kept_min = g_scores.masked_fill(~groups, float("inf")).min(dim=1).values
+    assert torch.all(removed_max <= kept_min)
+
+
+def test_conv_groups_run_along_input_channels():
+    w = torch.arange(2 * 4 * 1 * 2).reshape(2, 4, 1, 2)
+    groups = plan.nm_groups(w, 4)
+    # one group = the 4 input channels at a fixed (out, kh, kw) position
+    assert groups[0].tolist() == w[0, :, 0, 0].tolist()
+    assert torch.equal(plan.nm_ungroup(groups, w.shape), w)

@@ -1,0 +1,174 @@
+"""The pruning contract, for every registered method on every zoo model."""
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit as pk
+from prunekit.registry import methods
+from prunekit.targets import select_layers
+from tests import zoo
+
+PRUNE_METHODS = [m for m in methods("prune")]
+ONE_SHOT = [m for m in PRUNE_METHODS if not m.config.needs_training]
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _run(model, batches):
+    model.eval()
+    with torch.no_grad():
+        return model(batches[0][0])
+
+
+def _zeros(model, names=None):
+    layers = select_layers(model)
+    return {n: int((m.weight == 0).sum()) for n, m in layers.items() if names is None or n in names}
+
+
+@pytest.mark.parametrize("model_name", list(zoo.ZOO))
+@pytest.mark.parametrize("info", ONE_SHOT, ids=lambda m: m.name)
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_conformance_one_shot(model_name, info, scope):
+    model, batches = zoo.build(model_name)
+    out_before = _run(model, batches)
+    config = info.config(sparsity=0.6, scope=scope)
+    report = pk.prune_(model, config, data=batches)
+    out_after = _run(model, batches)
+    assert out_after.shape == out_before.shape
+    assert torch.isfinite(out_after).all()
+    layers = select_layers(model)
+    if scope == "layer":
+        for name, m in layers.items():
+            # tied weights are pruned through whichever layer holds them; count each tensor once
+            assert report.per_layer[name] == pytest.approx(
+                round(0.6 * m.weight.numel()) / m.weight.numel()
+            )
+    else:
+        unique = {id(m.weight): m.weight for m in layers.values()}
+        zeros = sum(int((w == 0).sum()) for w in unique.values())
+        assert zeros == round(0.6 * sum(w.numel() for w in unique.values()))
+    assert type(config)(**config.to_dict()) == config
+
+
+@pytest.mark.parametrize("info", ONE_SHOT, ids=lambda m: m.name)
+def test_ignore_is_honoured(info):
+    model, batches = zoo.build("cnn-bn")
+    before = model.features[0].weight.detach().clone()
+    report = pk.prune_(model, info.config(sparsity=0.5, ignore=["features.0"]), data=batches)
+    assert "features.0" not in report.per_layer
+    assert torch.equal(model.features[0].weight, before)
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "4:8"])
+@pytest.mark.parametrize("info", ONE_SHOT, ids=lambda m: m.name)
+def test_nm_pattern_on_linear_and_conv(info, pattern):
+    model, batches = zoo.build("cnn-bn")
+    pk.prune_(model, info.config(pattern=pattern, ignore=["features.0"]), data=batches)
+    n, m = map(int, pattern.split(":"))
+    conv = model.features[3].weight  # [16, 8, 3, 3]: groups along the 8 input channels
+    groups = conv.movedim(1, -1).reshape(-1, m)
+    assert torch.all((groups == 0).sum(dim=1) == n)
+    fc = model.head.weight.reshape(-1, m)
+    assert torch.all((fc == 0).sum(dim=1) == n)
+
+
+def test_targets_by_class_name_exact_name_and_regex():
+    model, _ = zoo.build("cnn-bn")
+    assert list(select_layers(model, ["Linear"])) == ["head"]
+    assert list(select_layers(model, ["features.3"])) == ["features.3"]
+    assert list(select_layers(model, ["re:^features\\."])) == ["features.0", "features.3"]
+
+
+def test_movement_prunes_during_finetuning():
+    model, batches = zoo.build("mlp")
+    report = pk.finetune_(
+        model,
+        batches,
+        epochs=3,
+        prune=pk.MovementConfig(sparsity=0.75),
+        schedule="agp",
+        progress=False,
+    )
+    assert report.history[-1]["sparsity"] == pytest.approx(0.75, abs=1e-3)
+    for m in select_layers(model).values():
+        assert int((m.weight == 0).sum()) == round(0.75 * m.weight.numel())
+
+
+# --- bad input: a clear error, and the model bit-identical afterwards -----------------------------
+
+BAD = [
+    (lambda: pk.MagnitudeConfig(sparsity=1.5), "sparsity must be in \\[0, 1\\)"),
+    (lambda: pk.MagnitudeConfig(sparsity=1.0), "sparsity must be in \\[0, 1\\)"),
+    (lambda: pk.MagnitudeConfig(pattern="4:4"), "0 < N < M"),
+    (lambda: pk.MagnitudeConfig(pattern="2:4", sparsity=0.9), "leave sparsity unset"),
+    (lambda: pk.MagnitudeConfig(pattern="diagonal"), "'unstructured' or 'N:M'"),
+    (lambda: pk.MagnitudeConfig(bogus=1), "bogus"),
+]
+
+
+@pytest.mark.parametrize(("make", "message"), BAD)
+def test_bad_configs_are_rejected_with_the_field_named(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("model_name", "config", "data", "message"),
+    [
+        (
+            "cnn-bn",
+            pk.MagnitudeConfig(pattern="2:4"),
+            None,
+            "features.0.*ignore=\\['features.0'\\]",
+        ),
+        ("cnn-bn", pk.MagnitudeConfig(targets=["conv9"]), None, "'conv9' matches no prunable"),
+        ("cnn-bn", pk.TaylorConfig(), None, "needs batches of labelled data"),
+        ("cnn-bn", pk.TaylorConfig(), "unlabelled", "needs labels"),
+        ("cnn-bn", pk.MovementConfig(), "batches", "learns its scores while training"),
+    ],
+)
+def test_failed_prune_leaves_the_model_untouched(model_name, config, data, message):
+    model, batches = zoo.build(model_name)
+    if data == "batches":
+        data = batches
+    elif data == "unlabelled":
+        data = [x for x, _ in batches]
+    before = _state(model)
+    grads_before = [p.grad for p in model.parameters()]
+    mode = model.training
+    with pytest.raises(pk.PrunekitError, match=message):
+        pk.prune_(model, config, data=data)
+    assert _same(before, _state(model))
+    assert [p.grad for p in model.parameters()] == grads_before
+    assert model.training == mode
+
+
+def test_model_without_prunable_layers_is_rejected():
+    model = nn.Sequential(nn.ReLU(), nn.BatchNorm1d(4))
+    with pytest.raises(pk.PrunekitError, match="no prunable layer"):
+        pk.prune_(model, pk.MagnitudeConfig())
+
+
+def test_taylor_scoring_pass_leaves_batchnorm_statistics_and_grads_alone():
+    model, batches = zoo.build("cnn-bn")
+    stats = model.features[1].running_mean.clone()
+    pk.prune_(model, pk.TaylorConfig(sparsity=0.5), data=batches)
+    assert torch.equal(model.features[1].running_mean, stats)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_an_already_pruned_weight_never_comes_back():
+    model, _batches = zoo.build("mlp")
+    pk.prune_(model, pk.MagnitudeConfig(sparsity=0.5))
+    first = {n: m.weight == 0 for n, m in select_layers(model).items()}
+    pk.prune_(model, pk.RandomConfig(sparsity=0.8, seed=3))
+    for n, m in select_layers(model).items():
+        assert torch.all((m.weight == 0)[first[n]])
+        assert int((m.weight == 0).sum()) == round(0.8 * m.weight.numel())

@@ -1,0 +1,125 @@
+import math
+
+import pytest
+import torch
+
+import prunekit as pk
+from prunekit.measure.accuracy import top1_accuracy
+from prunekit.targets import select_layers
+from tests import zoo
+
+
+def _zero_masks(model):
+    return {n: (m.weight == 0).clone() for n, m in select_layers(model).items()}
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_pruned_weights_stay_zero_through_finetuning(optimizer):
+    model, batches = zoo.build("cnn-bn")
+    pk.prune_(model, pk.MagnitudeConfig(sparsity=0.8, scope="global"))
+    zeros = _zero_masks(model)
+    kept_before = {n: m.weight.detach().clone() for n, m in select_layers(model).items()}
+    pk.finetune_(
+        model, batches, epochs=3, lr=1e-2, optimizer=optimizer, weight_decay=0.1, progress=False
+    )
+    for name, m in select_layers(model).items():
+        assert torch.equal(m.weight == 0, zeros[name]), name  # same zeros, none revived
+        assert not torch.equal(m.weight.detach(), kept_before[name])  # and it did train
+
+
+def test_nothing_lingers_on_the_model_after_finetuning():
+    model, batches = zoo.build("mlp")
+    keys = set(model.state_dict())
+    pk.prune_(model, pk.MagnitudeConfig(sparsity=0.5))
+    pk.finetune_(model, batches, epochs=1, progress=False)
+    assert set(model.state_dict()) == keys
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        assert not hasattr(m, "parametrizations")
+    for p in model.parameters():
+        assert not p._backward_hooks  # None or empty: no tensor hooks left
+
+
+def test_finetuning_learns():
+    model, batches = zoo.build("mlp")
+    before = top1_accuracy(model, batches)[0]
+    report = pk.finetune_(model, batches, epochs=20, lr=1e-2, eval_data=batches, progress=False)
+    assert report.final_accuracy > before + 0.3
+    assert report.epochs == 20 and report.steps == 20 * len(batches)
+
+
+def test_nan_loss_stops_early_and_keeps_the_last_good_weights():
+    model, batches = zoo.build("mlp")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = {"n": 0}
+
+    def loss_fn(logits, labels):
+        calls["n"] += 1
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        return loss * math.nan if calls["n"] > len(batches) + 1 else loss
+
+    report = pk.finetune_(model, batches, epochs=3, loss_fn=loss_fn, progress=False)
+    assert report.stopped_early and "non-finite" in report.stopped_early
+    assert report.epochs == 1  # epoch 2 hit the NaN; epoch 1's weights are kept
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_an_error_mid_training_restores_the_model():
+    model, batches = zoo.build("cnn-bn")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = {"n": 0}
+
+    def loss_fn(logits, labels):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom")
+        return torch.nn.functional.cross_entropy(logits, labels)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        pk.finetune_(model, batches, epochs=2, loss_fn=loss_fn, progress=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(before[k], v), k
+
+
+@pytest.mark.parametrize("schedule", ["oneshot", pk.Iterative(rounds=3), pk.AGP(end=0.6)])
+@pytest.mark.parametrize("config", [pk.MagnitudeConfig, pk.TaylorConfig])
+def test_schedules_reach_the_final_sparsity_exactly(schedule, config):
+    model, batches = zoo.build("cnn-bn")
+    report = pk.finetune_(
+        model, batches, epochs=6, prune=config(sparsity=0.9), schedule=schedule, progress=False
+    )
+    for m in select_layers(model).values():
+        assert int((m.weight == 0).sum()) == round(0.9 * m.weight.numel())
+    targets = [p["sparsity"] for p in report.pruning]
+    assert targets == sorted(targets) and targets[-1] == pytest.approx(0.9)
+    sparsities = [h["sparsity"] for h in report.history]
+    assert sparsities == sorted(sparsities)
+
+
+def test_distillation_from_a_teacher_runs_and_keeps_masks():
+    model, batches = zoo.build("cnn-bn")
+    teacher = pk.teacher_copy(model)
+    pk.prune_(model, pk.MagnitudeConfig(sparsity=0.7))
+    zeros = _zero_masks(model)
+    report = pk.finetune_(model, batches, epochs=2, teacher=teacher, progress=False)
+    assert all(math.isfinite(h["train_loss"]) for h in report.history)
+    assert all(torch.equal(m.weight == 0, zeros[n]) for n, m in select_layers(model).items())
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"epochs": 0}, "epochs must be"),
+        ({"lr": -1.0}, "lr must be > 0"),
+        ({"optimizer": "lion"}, "optimizer must be one of"),
+        ({"prune": pk.MovementConfig(sparsity=0.5), "schedule": "oneshot"}, "gradual schedule"),
+    ],
+)
+def test_bad_arguments_fail_before_training(kwargs, message):
+    model, batches = zoo.build("mlp")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(pk.PrunekitError, match=message):
+        pk.finetune_(model, batches, progress=False, **kwargs)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
