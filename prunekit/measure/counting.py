@@ -1,0 +1,56 @@
+"""Counting parameters and non-zeros; sparsity of the layers pruning acts on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+# The layers whose weights pruning removes and whose cost scales with their weight density.
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+FP32_BYTES = 4
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (a tied weight counts once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzeros(model: nn.Module) -> int:
+    """Number of parameters of ``model`` that are not exactly zero (a tied weight counts once)."""
+    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+
+
+def dense_bytes(model: nn.Module) -> int:
+    """Bytes the parameters take stored densely in fp32: ``4 * count_params(model)``."""
+    return FP32_BYTES * count_params(model)
+
+
+def prunable_weights(model: nn.Module) -> Iterator[tuple[str, nn.Module, torch.Tensor]]:
+    """``(name, module, weight)`` for every Linear/Conv module that has a weight tensor."""
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, PRUNABLE) and isinstance(weight, torch.Tensor):
+            yield name, module, weight
+
+
+def weight_density(module: nn.Module) -> float:
+    """Fraction of ``module.weight`` that is non-zero, in [0, 1]; 1.0 when it has no weight."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.numel() == 0:
+        return 1.0
+    return int(torch.count_nonzero(weight)) / weight.numel()
+
+
+def per_layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """Module name -> fraction of its weight that is zero, for every Linear/Conv module."""
+    return {name: 1.0 - weight_density(module) for name, module, _ in prunable_weights(model)}
+
+
+def prunable_sparsity(model: nn.Module) -> float:
+    """Fraction of zeros over all Linear/Conv weights together (0.0 when there are none)."""
+    weights = [w for _, _, w in prunable_weights(model)]
+    total = sum(w.numel() for w in weights)
+    zeros = total - sum(int(torch.count_nonzero(w)) for w in weights)
+    return zeros / total if total else 0.0

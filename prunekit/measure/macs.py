@@ -1,0 +1,52 @@
+"""Multiply-accumulates counted by PyTorch's own FlopCounterMode (MACs = FLOPs / 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from prunekit.measure._common import ExampleInputs, call, evaluating, model_device, to_device
+from prunekit.measure.counting import prunable_weights, weight_density
+
+
+@dataclass(frozen=True)
+class MacCount:
+    """MACs of one forward pass on the inputs given.
+
+    ``dense``: every multiply-accumulate the dense kernels execute. ``effective``: the same with
+    each Linear/Conv module's MACs scaled by its weight density, i.e. the work left if zero
+    weights were skipped; the rest of the model counts unchanged. ``per_module``: module name
+    (as in ``named_modules``, ``""`` for the root) -> its dense MACs, children included.
+    """
+
+    dense: int
+    effective: int
+    per_module: dict[str, int] = field(default_factory=dict)
+
+
+def count_macs(model: nn.Module, inputs: ExampleInputs) -> MacCount:
+    """Count the MACs of ``model(inputs)`` in eval mode, without gradients.
+
+    ``inputs``: a tensor, a tuple of positional tensors or a dict of keyword tensors, at the
+    batch size to count (MACs scale linearly with it). The model's modes are restored after.
+    """
+    inputs = to_device(inputs, model_device(model))
+    counter = FlopCounterMode(display=False)
+    with evaluating(model), torch.no_grad(), counter:
+        call(model, inputs)
+    flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    # FlopCounterMode names the root by its class and children "Root.child.grandchild".
+    root = type(model).__name__
+    per_module = {
+        name: flops.get(f"{root}.{name}" if name else root, 0) // 2
+        for name, _ in model.named_modules()
+    }
+    dense = flops.get("Global", 0) // 2
+    skipped = sum(
+        per_module[name] * (1.0 - weight_density(module))
+        for name, module, _ in prunable_weights(model)
+    )
+    return MacCount(dense=dense, effective=round(dense - skipped), per_module=per_module)

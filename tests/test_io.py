@@ -1,0 +1,284 @@
+"""The artifact: exact round trips, clear errors, atomic writes, no pickle."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit.io as pio
+from prunekit.errors import PrunekitError
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden: int = 16) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(10, hidden)
+        self.fc2 = nn.Linear(hidden, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class CNNBN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+class TiedLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(12, 6)
+        self.head = nn.Linear(6, 12, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(tokens))
+
+
+def _trained_cnn() -> CNNBN:
+    torch.manual_seed(0)
+    model = CNNBN()
+    # Training-mode forwards move BN's running statistics away from their initial values, so
+    # the round trip has to carry real buffer contents.
+    for _ in range(3):
+        model(torch.randn(8, 1, 8, 8))
+    return model.eval()
+
+
+def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert sa[name].dtype == sb[name].dtype, name
+        assert torch.equal(sa[name], sb[name]), name
+
+
+def test_round_trip_mlp_is_bit_identical(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = MLP().eval()
+    out = pio.save(model, tmp_path / "model")
+    assert out == tmp_path / "model"
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.safetensors"]
+
+    torch.manual_seed(1)
+    fresh = MLP().train()
+    loaded = pio.load(out, model=fresh)
+    assert loaded is fresh and not loaded.training
+    _assert_same_state(model, loaded)
+    x = torch.randn(5, 10)
+    assert torch.equal(model(x), loaded(x))
+
+
+def test_round_trip_cnn_with_batchnorm_buffers(tmp_path: Path) -> None:
+    model = _trained_cnn()
+    assert int(model.bn.num_batches_tracked) == 3
+    pio.save(model, tmp_path / "cnn")
+    loaded = pio.load(tmp_path / "cnn", model=CNNBN())
+    _assert_same_state(model, loaded)
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(model(x), loaded(x))
+
+
+def test_round_trip_keeps_tied_weight(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TiedLM()
+    pio.save(model, tmp_path / "lm")
+    manifest = json.loads((tmp_path / "lm" / "manifest.json").read_text())
+    tied = {n: e["tied_to"] for n, e in manifest["tensors"].items() if "tied_to" in e}
+    assert len(tied) == 1 and set(tied.items()) <= {
+        ("head.weight", "embed.weight"),
+        ("embed.weight", "head.weight"),
+    }
+
+    loaded = pio.load(tmp_path / "lm", model=TiedLM())
+    assert loaded.head.weight is loaded.embed.weight
+    _assert_same_state(model, loaded)
+    tokens = torch.tensor([[1, 5, 7], [0, 11, 3]])
+    assert torch.equal(model(tokens), loaded(tokens))
+
+
+def test_manifest_describes_tensors_and_sparsity(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = MLP()
+    with torch.no_grad():
+        model.fc1.weight[:, :5] = 0  # 16 x 5 = 80 of fc1's 160 weights
+    pio.save(model, tmp_path / "m")
+    manifest = pio.read_manifest(tmp_path / "m")
+
+    assert manifest["format"] == "prunekit-artifact" and manifest["format_version"] == 1
+    assert isinstance(manifest["prunekit_version"], str)
+    assert manifest["source"] == {"kind": "user", "class": f"{MLP.__module__}.MLP"}
+    fc1 = manifest["tensors"]["fc1.weight"]
+    assert fc1 == {
+        "dtype": "float32",
+        "shape": [16, 10],
+        "numel": 160,
+        "nonzeros": 80,
+        "encoding": "dense",
+    }
+    params = sum(p.numel() for p in model.parameters())
+    assert manifest["sparsity"]["params"] == params
+    assert manifest["sparsity"]["nonzeros"] == params - 80
+    assert manifest["sparsity"]["prunable_sparsity"] == pytest.approx(80 / (160 + 64))
+
+
+def test_shape_mismatch_names_tensor_and_shapes(tmp_path: Path) -> None:
+    pio.save(MLP(hidden=16), tmp_path / "m")
+    other = MLP(hidden=8)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(PrunekitError, match=r"'fc1\.weight'.*\[16, 10\].*\[8, 10\]"):
+        pio.load(tmp_path / "m", model=other)
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+
+
+def test_different_tensor_names_are_rejected(tmp_path: Path) -> None:
+    pio.save(MLP(), tmp_path / "m")
+    with pytest.raises(PrunekitError, match="missing in the model"):
+        pio.load(tmp_path / "m", model=CNNBN())
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "manifest.json").write_text("{not json"), "not valid JSON"),
+        (lambda d: (d / "manifest.json").unlink(), "manifest.json is missing"),
+        (lambda d: (d / "manifest.json").write_text('{"format": "other"}'), "not a prunekit"),
+        (lambda d: (d / "model.safetensors").unlink(), "model.safetensors is missing"),
+        (lambda d: _flip_last_byte(d / "model.safetensors"), "checksum"),
+    ],
+)
+def test_damaged_artifact_raises_prunekit_error(tmp_path: Path, damage, message: str) -> None:
+    pio.save(MLP(), tmp_path / "m")
+    damage(tmp_path / "m")
+    with pytest.raises(PrunekitError, match=message):
+        pio.load(tmp_path / "m", model=MLP())
+
+
+def test_truncated_safetensors_raises_prunekit_error(tmp_path: Path) -> None:
+    pio.save(MLP(), tmp_path / "m")
+    # Without a checksum to compare, the safetensors reader itself has to catch the damage.
+    manifest_file = tmp_path / "m" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    del manifest["files"]["model.safetensors"]["sha256"]
+    manifest_file.write_text(json.dumps(manifest))
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(PrunekitError, match="cannot be read"):
+        pio.load(tmp_path / "m", model=MLP())
+
+
+def _flip_last_byte(file: Path) -> None:
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def test_failed_save_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
+    def fail(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pio, "_write_json", fail)
+    with pytest.raises(OSError, match="disk full"):
+        pio.save(MLP(), tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_save_keeps_the_previous_artifact(tmp_path: Path, monkeypatch) -> None:
+    torch.manual_seed(0)
+    old = MLP()
+    pio.save(old, tmp_path / "m")
+
+    def fail(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pio, "_write_json", fail)
+    with pytest.raises(OSError):
+        pio.save(MLP(), tmp_path / "m")
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    _assert_same_state(old, pio.load(tmp_path / "m", model=MLP()))
+
+
+def test_save_replaces_an_artifact_but_not_other_directories(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    pio.save(MLP(), tmp_path / "m")
+    newer = MLP()
+    pio.save(newer, tmp_path / "m")
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    _assert_same_state(newer, pio.load(tmp_path / "m", model=MLP()))
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("keep me")
+    with pytest.raises(PrunekitError, match="not a prunekit artifact"):
+        pio.save(newer, tmp_path / "docs")
+    assert (tmp_path / "docs" / "notes.txt").read_text() == "keep me"
+
+
+def test_load_without_model_rebuilds_builtin_source(tmp_path: Path, monkeypatch) -> None:
+    calls = []
+
+    def build(name: str, **kwargs: object) -> nn.Module:
+        calls.append((name, kwargs))
+        return MLP(**kwargs)
+
+    monkeypatch.setitem(sys.modules, "prunekit.models", types.SimpleNamespace(build=build))
+    torch.manual_seed(0)
+    model = MLP(hidden=8)
+    source = {"kind": "builtin", "name": "mlp", "kwargs": {"hidden": 8}}
+    pio.save(model, tmp_path / "m", source=source)
+    loaded = pio.load(tmp_path / "m")
+    assert calls == [("mlp", {"hidden": 8})]
+    assert not loaded.training
+    _assert_same_state(model, loaded)
+
+
+def test_load_without_model_of_user_class_says_what_to_pass(tmp_path: Path) -> None:
+    pio.save(MLP(), tmp_path / "m")
+    with pytest.raises(PrunekitError, match=r"pass model=YourClass\(\) to pk.load"):
+        pio.load(tmp_path / "m")
+
+
+def test_bad_source_is_rejected_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(PrunekitError, match="source"):
+        pio.save(MLP(), tmp_path / "m", source={"name": "mlp"})
+    with pytest.raises(PrunekitError, match="JSON"):
+        pio.save(MLP(), tmp_path / "m", source={"kind": "builtin", "name": "x", "kwargs": {1j}})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_loading_never_unpickles(tmp_path: Path, monkeypatch) -> None:
+    pio.save(_trained_cnn(), tmp_path / "m")
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pickle used while loading an artifact")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    pio.load(tmp_path / "m", model=CNNBN())
+
+
+def test_artifact_bytes_is_the_sum_of_file_sizes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = MLP()
+    out = pio.save(model, tmp_path / "m")
+    sizes = [(out / name).stat().st_size for name in ("manifest.json", "model.safetensors")]
+    assert pio.artifact_bytes(out) == sum(sizes)
+    assert pio.artifact_size(model) == sum(sizes)
+    params = sum(p.numel() for p in model.parameters())
+    assert sizes[1] > 4 * params  # fp32 data plus the safetensors header
+    with pytest.raises(PrunekitError, match="not an artifact directory"):
+        pio.artifact_bytes(tmp_path / "missing")
