@@ -8,6 +8,8 @@ print(pk.compare(dense, model, data=val_batches))
 
 from prunekit.config import BaseConfig, PruneConfig
 from prunekit.errors import DataNotFoundError, PrunekitError
+from prunekit.io import load, save
+from prunekit.measure import Comparison, Measurement, compare, measure
 from prunekit.prune import (
     AGP,
     Iterative,
@@ -27,10 +29,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AGP",
     "BaseConfig",
+    "Comparison",
     "DataNotFoundError",
     "FinetuneReport",
     "Iterative",
     "MagnitudeConfig",
+    "Measurement",
     "MethodInfo",
     "MovementConfig",
     "OneShot",
@@ -40,8 +44,12 @@ __all__ = [
     "RandomConfig",
     "TaylorConfig",
     "__version__",
+    "compare",
     "finetune_",
+    "load",
+    "measure",
     "methods",
     "prune_",
+    "save",
     "teacher_copy",
 ]

@@ -78,6 +78,17 @@ def nm_input_width(w_shape: torch.Size) -> int:
     return int(w_shape[1])
 
 
+def l2_normalized(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each layer's scores divided by their L2 norm, so one global ranking compares layers whose
+    raw scores live on different scales (Molchanov et al. 2017, layer-wise ℓ2 normalisation)."""
+    out = {}
+    for name, s in scores.items():
+        finite = s.masked_fill(~torch.isfinite(s), 0.0)
+        norm = finite.norm()
+        out[name] = s / norm if norm > 0 else s
+    return out
+
+
 def plan_masks(
     scores: dict[str, torch.Tensor],
     sparsity: float,

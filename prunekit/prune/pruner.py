@@ -16,7 +16,7 @@ from prunekit.calibrate import LossFn, gradient_pass
 from prunekit.config import NM, PruneConfig
 from prunekit.errors import PrunekitError
 from prunekit.prune.methods.base import GradientScorer, Scorer
-from prunekit.prune.plan import nm_input_width, plan_masks
+from prunekit.prune.plan import l2_normalized, nm_input_width, plan_masks
 from prunekit.registry import method_for_config
 from prunekit.surgery import Masks, apply_masks_
 from prunekit.targets import select_layers
@@ -77,6 +77,8 @@ class Pruner:
                 n: s.masked_fill(self.layers[n].weight.detach() == 0, float("-inf"))
                 for n, s in raw.items()
             }
+        if self.config.scope == "global" and self.scorer.normalize_globally:
+            scores = l2_normalized(scores)
         return plan_masks(scores, sparsity, self.config.nm, self.config.scope)
 
     def prune_to(self, sparsity: float) -> Masks:

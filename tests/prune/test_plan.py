@@ -52,3 +52,16 @@ def test_conv_groups_run_along_input_channels():
     # one group = the 4 input channels at a fixed (out, kh, kw) position
     assert groups[0].tolist() == w[0, :, 0, 0].tolist()
     assert torch.equal(plan.nm_ungroup(groups, w.shape), w)
+
+
+def test_l2_normalisation_keeps_a_small_scale_layer_from_being_wiped_out():
+    g = torch.Generator().manual_seed(0)
+    scores = {
+        "big": torch.rand(1000, generator=g) * 1000,
+        "small": torch.rand(100, generator=g) * 1e-3,
+    }
+    raw = plan.global_masks(scores, 0.5)
+    assert int(raw["small"].sum()) == 0  # raw scales: the whole small-scale layer goes
+    normalized = plan.global_masks(plan.l2_normalized(scores), 0.5)
+    assert int(normalized["small"].sum()) > 50
+    assert sum(int((~m).sum()) for m in normalized.values()) == 550

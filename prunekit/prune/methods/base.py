@@ -14,7 +14,13 @@ from prunekit.config import PruneConfig
 
 
 class Scorer:
-    """Base scorer: magnitude-free, stateless. Subclasses override :meth:`scores`."""
+    """Base scorer, stateless. Subclasses override :meth:`scores`.
+
+    ``normalize_globally``: the raw scores of different layers are not on one scale (gradient
+    terms are), so a global ranking first L2-normalises each layer's scores.
+    """
+
+    normalize_globally: bool = False
 
     def __init__(self, config: PruneConfig, layers: dict[str, nn.Module]) -> None:
         self.config = config
@@ -30,6 +36,8 @@ class Scorer:
 
 class GradientScorer(Scorer):
     """Accumulates a per-batch term of (w, ∂L/∂w) over observed batches."""
+
+    normalize_globally = True
 
     def __init__(self, config: PruneConfig, layers: dict[str, nn.Module]) -> None:
         super().__init__(config, layers)

@@ -1,0 +1,63 @@
+"""The ``prunekit`` command: one module per subcommand, no logic the Python API lacks.
+
+Exit status: 0 success, 1 failure, 2 bad usage or bad input (one line saying what to fix).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import typer
+from pydantic import ValidationError
+
+from prunekit.cli import demo, measure, methods, prune
+from prunekit.errors import PrunekitError
+
+app = typer.Typer(
+    name="prunekit",
+    help="Make trained PyTorch models smaller and faster, with honest before/after figures.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for module in (demo, prune, measure, methods):
+    module.register(app)
+
+
+def one_line(err: Exception) -> str:
+    """A user error as one line: pydantic's field errors become 'field: message'."""
+    if isinstance(err, ValidationError):
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        return f"{err.title}: {where + ': ' if where else ''}{msg}{more}"
+    return " ".join(str(err).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``prunekit`` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.UsageError as e:
+        e.show()
+        return 2
+    except click.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except (PrunekitError, ValidationError, TypeError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        print(f"error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""What several subcommands share: loading specs, picking data, writing reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from prunekit.data import load_data
+from prunekit.data.splits import DataSplits
+from prunekit.errors import PrunekitError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def resolve_data(spec: str | None, source: dict[str, Any], needed: bool) -> DataSplits | None:
+    """``--data`` if given, else the dataset a builtin model was trained on."""
+    spec = spec or source.get("dataset")
+    if spec is None:
+        if needed:
+            raise PrunekitError(
+                "--data: this command needs data for this model; pass --data SPEC "
+                "(e.g. --data digits, --data fashion-mnist, --data py:FILE.py:FUNCTION)"
+            )
+        return None
+    return load_data(spec)
+
+
+def loaders(splits: DataSplits, batch_size: int, seed: int) -> tuple[DataLoader, DataLoader]:
+    """(train, test) loaders; train shuffled under ``seed``."""
+    return (
+        splits.loader("train", batch_size=batch_size, seed=seed),
+        splits.loader("test", batch_size=256),
+    )
+
+
+def write_reports(out: Path, report: dict[str, Any], markdown: str) -> None:
+    """``out/report.json`` and ``out/report.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "report.md").write_text(markdown.rstrip() + "\n")
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))

@@ -1,0 +1,33 @@
+"""``prunekit measure SPEC_OR_DIR``: accuracy, size, MACs and latency of one model."""
+
+from __future__ import annotations
+
+import typer
+
+from prunekit.cli.common import console, print_json, resolve_data
+from prunekit.measure import measure as measure_model
+from prunekit.models import load_model
+
+
+def measure(
+    model: str = typer.Argument(
+        ..., metavar="SPEC_OR_DIR", help="builtin:NAME, py:FILE:FN, or a saved directory."
+    ),
+    data: str | None = typer.Option(None, help="Data SPEC for accuracy and example inputs."),
+    weights: str | None = typer.Option(None, help="A .safetensors file for py: models."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    latency: bool = typer.Option(True, help="Measure CPU latency (takes a few seconds)."),
+) -> None:
+    """Measure a model: accuracy, parameters, non-zeros, bytes, MACs, latency."""
+    net, source = load_model(model, weights=weights)
+    splits = resolve_data(data, source, needed=False)
+    test = splits.loader("test", batch_size=256) if splits else None
+    result = measure_model(net, test, latency=latency)
+    if json_out:
+        print_json({"model": model, "source": source, **result.to_dict()})
+    else:
+        console.print(str(result), highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("measure")(measure)

@@ -1,0 +1,105 @@
+"""``prunekit prune``: prune a model, optionally fine-tune it, and write it with its report."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from prunekit.cli.common import console, loaders, print_json, resolve_data, write_reports
+from prunekit.io import save
+from prunekit.measure import compare
+from prunekit.measure.accuracy import top1_accuracy
+from prunekit.prune import prune_
+from prunekit.prune.schedule import SCHEDULES, make_schedule
+from prunekit.registry import get_method
+from prunekit.train import finetune_
+
+
+def prune(
+    model: str = typer.Option(
+        ..., help="Model SPEC: builtin:NAME, py:FILE.py:FUNCTION, or a saved directory."
+    ),
+    method: str = typer.Option(..., help="A registered pruning method (see `prunekit methods`)."),
+    out: Path = typer.Option(..., help="Output directory: model/, report.json, report.md."),
+    sparsity: float | None = typer.Option(None, help="Fraction of weights removed, in [0, 1)."),
+    pattern: str = typer.Option("unstructured", help="'unstructured' or N:M such as 2:4."),
+    scope: str = typer.Option("layer", help="'layer' or 'global'."),
+    data: str | None = typer.Option(None, help="Data SPEC (default: the builtin model's dataset)."),
+    finetune_epochs: int = typer.Option(0, help="Epochs of fine-tuning after (or while) pruning."),
+    schedule: str = typer.Option("oneshot", help=f"With fine-tuning: {', '.join(SCHEDULES)}."),
+    lr: float = typer.Option(1e-3, help="Fine-tuning learning rate."),
+    batch_size: int = typer.Option(128, help="Batch size for calibration and fine-tuning."),
+    target: list[str] | None = typer.Option(None, "--target", help="Layers to prune (repeatable)."),
+    ignore: list[str] | None = typer.Option(
+        None, "--ignore", help="Layers to leave alone (repeatable)."
+    ),
+    weights: str | None = typer.Option(None, help="A .safetensors file for py: models."),
+    seed: int = typer.Option(0, help="Seed for data order and random choices."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
+) -> None:
+    """Prune a model (and fine-tune it with the masks kept); print the before/after table."""
+    from prunekit.models import load_model
+
+    info = get_method(method, kind="prune")
+    fields: dict[str, Any] = {
+        "sparsity": sparsity,
+        "pattern": pattern,
+        "scope": scope,
+        "seed": seed,
+    }
+    if target:
+        fields["targets"] = list(target)
+    if ignore:
+        fields["ignore"] = list(ignore)
+    config = info.config(**fields)
+    plan = make_schedule(schedule)
+    net, source = load_model(model, weights=weights)
+    splits = resolve_data(data, source, needed=True)
+    assert splits is not None
+    train, test = loaders(splits, batch_size, seed)
+    dense = copy.deepcopy(net)
+
+    start = time.perf_counter()
+    report: dict[str, Any] = {"model": model, "data": splits.name, "config": config.to_dict()}
+    with console.status(f"pruning with {info.name}…", spinner="dots"):
+        gradual = finetune_epochs > 0 and (schedule != "oneshot" or config.needs_training)
+        if not gradual:
+            report["prune"] = prune_(net, config, data=train).to_dict()
+            report["accuracy_after_prune"] = _acc(net, test)
+    if finetune_epochs > 0:
+        ft = finetune_(
+            net,
+            train,
+            epochs=finetune_epochs,
+            lr=lr,
+            eval_data=test,
+            seed=seed,
+            prune=config if gradual else None,
+            schedule=plan if gradual else None,
+        )
+        report["finetune"] = ft.to_dict()
+    report["seconds"] = time.perf_counter() - start
+    with console.status("measuring before/after (accuracy, bytes, MACs, latency)…"):
+        comparison = compare(dense, net, test)
+    report["comparison"] = comparison.to_dict()
+    save(net, out / "model", source={**source, "pruned_with": config.to_dict()})
+    title = f"# prunekit prune: {model}, {info.name}, {config.target_sparsity:.0%} {pattern}\n\n"
+    write_reports(out, report, title + comparison.to_markdown())
+    if json_out:
+        print_json(report)
+    else:
+        console.print(str(comparison), highlight=False)
+        console.print(f"wrote {out / 'model'}, {out / 'report.json'}, {out / 'report.md'}")
+
+
+def _acc(model: Any, data: Any) -> float | None:
+    measured = top1_accuracy(model, data)
+    return measured[0] if measured else None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune")(prune)
