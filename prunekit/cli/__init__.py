@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import sys
 
-import click
 import typer
 from pydantic import ValidationError
 
@@ -42,14 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.UsageError as e:
-        e.show()
-        return 2
-    except click.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return 1
+    except typer.TyperException as e:
+        # Usage errors (unknown or missing options) from typer's parser: exit code 2.
+        e.show()
+        return int(getattr(e, "exit_code", 2))
     except (PrunekitError, ValidationError, TypeError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -176,7 +176,12 @@ def finetune_(
             good = snapshot(model)
             model.train()
             total_loss, batches = 0.0, 0
-            bar = tqdm(data, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+            bar = tqdm(
+                data,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                disable=None if progress else True,  # None: off when stderr is no terminal
+                leave=False,
+            )
             for batch in bar:
                 if pruner is not None and plan is not None:
                     target = plan.target(step, total_steps, prune.target_sparsity)

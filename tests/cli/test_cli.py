@@ -1,0 +1,144 @@
+"""The command line as a user runs it: exit codes, files written, one-line errors."""
+
+import json
+
+import pytest
+import torch
+
+import prunekit as pk
+from prunekit.cli import main
+
+FACTORY = """
+import torch
+from torch import nn
+
+def make():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+"""
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRUNEKIT_CACHE", str(path))
+        yield path
+
+
+def test_methods_lists_every_registered_method(capsys):
+    assert main(["methods", "--json"]) == 0
+    listed = {m["name"] for m in json.loads(capsys.readouterr().out)}
+    assert listed == {m.name for m in pk.methods()}
+
+
+@pytest.mark.slow
+def test_prune_a_builtin_then_measure_and_load_it(cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "prune",
+            "--model",
+            "builtin:digits-cnn",
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.8",
+            "--scope",
+            "global",
+            "--finetune-epochs",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["prune"]["zeros"] == round(0.8 * report["prune"]["numel"])
+    assert report["comparison"]["after"]["accuracy"] > 0.9
+    assert "after/before" in (out / "report.md").read_text()
+    model = pk.load(out / "model")  # rebuilt from the manifest: no class needed
+    weights = [
+        m.weight for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+    ]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros == round(0.8 * sum(w.numel() for w in weights))
+    capsys.readouterr()
+    assert main(["measure", str(out / "model"), "--json", "--no-latency"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["accuracy"] == pytest.approx(report["comparison"]["after"]["accuracy"])
+
+
+def test_prune_a_user_factory_with_taylor_and_nm(tmp_path, capsys):
+    factory = tmp_path / "net.py"
+    factory.write_text(FACTORY)
+    out = tmp_path / "run"
+    code = main(
+        [
+            "prune",
+            "--model",
+            f"py:{factory}:make",
+            "--method",
+            "taylor",
+            "--pattern",
+            "2:4",
+            "--data",
+            "digits",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["prune"]["sparsity"] == 0.5
+    model = pk.load(
+        out / "model",
+        model=__import__("torch").nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
+        ),
+    )
+    groups = model[1].weight.reshape(-1, 4)
+    assert torch.all((groups == 0).sum(dim=1) == 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "magnitude", "--sparsity", "1.5"], "sparsity must be in [0, 1)"),
+        (["--method", "nope"], "method 'nope' is not registered"),
+        (
+            ["--method", "magnitude", "--pattern", "3:4", "--sparsity", "0.5"],
+            "leave sparsity unset",
+        ),
+        (["--method", "magnitude", "--target", "conv9"], "'conv9' matches no prunable layer"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
+    factory = tmp_path / "net.py"
+    factory.write_text(FACTORY)
+    argv = [
+        "prune",
+        "--model",
+        f"py:{factory}:make",
+        "--data",
+        "digits",
+        "--out",
+        str(tmp_path / "o"),
+        *args,
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_required_option_is_a_usage_error(capsys):
+    assert main(["prune", "--method", "magnitude"]) == 2
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(cache, capsys):
+    assert main(["demo", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "magnitude" in out and "taylor" in out and "summary" in out
