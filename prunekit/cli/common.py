@@ -14,7 +14,11 @@ from prunekit.data.splits import DataSplits
 from prunekit.errors import PrunekitError
 
 console = Console()
-err_console = Console(stderr=True)
+
+
+def show(text: str) -> None:
+    """Print pre-rendered table text as it is: no re-wrapping to the terminal, no highlighting."""
+    console.print(text, soft_wrap=True, highlight=False, markup=False)
 
 
 def resolve_data(spec: str | None, source: dict[str, Any], needed: bool) -> DataSplits | None:

@@ -11,7 +11,7 @@ import copy
 
 import typer
 
-from prunekit.cli.common import console
+from prunekit.cli.common import console, show
 from prunekit.data import load_data
 from prunekit.measure import compare
 from prunekit.measure.accuracy import top1_accuracy
@@ -53,7 +53,7 @@ def demo(
         finetune_(model, train, epochs=epochs, lr=1e-3, eval_data=test)
         with console.status("measuring before/after (accuracy, bytes, MACs, latency)…"):
             comparison = compare(dense, model, test, min_run_time=0.3)
-        console.print(str(comparison), highlight=False)
+        show(str(comparison))
         after = comparison.after
         summary.append(
             [
@@ -67,7 +67,7 @@ def demo(
             ]
         )
     console.rule("summary")
-    console.print(
+    show(
         render_table(
             "Pruned digits CNN (test split, 360 images)",
             ["method", "sparsity", "dense acc", "pruned", "fine-tuned", "non-zeros", "eff. MACs"],
@@ -75,8 +75,7 @@ def demo(
             caption="Unstructured zeros shrink the non-zeros and effective MACs; dense CPU kernels "
             "do not skip them, so latency stays about the same (structured pruning and sparse "
             "storage arrive in later releases).",
-        ),
-        highlight=False,
+        )
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prunekit.cli.common import console, print_json, resolve_data
+from prunekit.cli.common import print_json, resolve_data, show
 from prunekit.measure import measure as measure_model
 from prunekit.models import load_model
 
@@ -26,7 +26,7 @@ def measure(
     if json_out:
         print_json({"model": model, "source": source, **result.to_dict()})
     else:
-        console.print(str(result), highlight=False)
+        show(str(result))
 
 
 def register(app: typer.Typer) -> None:

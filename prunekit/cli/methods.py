@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prunekit.cli.common import console, print_json
+from prunekit.cli.common import print_json, show
 from prunekit.measure.render import render_table
 from prunekit.registry import methods as registered
 
@@ -33,9 +33,8 @@ def methods(
         [m.name, m.kind, m.config.__name__, "yes" if m.needs_data else "no", m.summary]
         for m in infos
     ]
-    console.print(
+    show(
         render_table("Registered methods", ["name", "kind", "config", "needs data", "what"], rows),
-        highlight=False,
     )
 
 

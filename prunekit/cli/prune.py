@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from prunekit.cli.common import console, loaders, print_json, resolve_data, write_reports
+from prunekit.cli.common import console, loaders, print_json, resolve_data, show, write_reports
 from prunekit.io import save
 from prunekit.measure import compare
 from prunekit.measure.accuracy import top1_accuracy
@@ -92,7 +92,7 @@ def prune(
     if json_out:
         print_json(report)
     else:
-        console.print(str(comparison), highlight=False)
+        show(str(comparison))
         console.print(f"wrote {out / 'model'}, {out / 'report.json'}, {out / 'report.md'}")
 
 

@@ -11,15 +11,20 @@ from rich.table import Table
 def render_table(
     title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], caption: str | None = None
 ) -> str:
-    """A rich table rendered to plain text (no colour codes), first column left-aligned."""
+    """A rich table rendered to plain text (no colour codes); numeric columns right-aligned."""
     table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
     for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right")
+        numeric = i > 0 and all(_numeric(row[i]) for row in rows if row[i])
+        table.add_column(col, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*row)
     console = Console(width=120, record=True, color_system=None, file=_Null())
     console.print(table)
     return console.export_text().rstrip()
+
+
+def _numeric(cell: str) -> bool:
+    return cell[:1].isdigit() or cell[:1] in "+-–Δ." or cell == "n/a"
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
