@@ -1,0 +1,123 @@
+"""Example models registered by name: architecture, the dataset each trains on, its recipe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from prunekit.errors import PrunekitError
+from prunekit.models.lenet import LeNet5, LeNet300
+from prunekit.models.small_cnn import DigitsCNN
+from prunekit.models.vgg import VGGBN
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How ``pretrained`` trains a builtin from scratch (AdamW with warm-up + cosine LR)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model: ``factory(**kwargs)`` builds it untrained for ``dataset``.
+
+    ``input_shape`` is one sample's shape without the batch dimension, e.g. ``(1, 28, 28)``.
+    """
+
+    name: str
+    factory: Callable[..., nn.Module]
+    dataset: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    recipe: TrainingRecipe
+    summary: str
+
+
+_MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(info: ModelInfo) -> None:
+    """Make ``info.name`` buildable, trainable by ``pretrained``, loadable as ``builtin:NAME``."""
+    if info.name in _MODELS:
+        raise RuntimeError(f"model {info.name!r} is registered twice")
+    _MODELS[info.name] = info
+
+
+def available() -> list[str]:
+    """Names of the registered models, sorted."""
+    return sorted(_MODELS)
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registration of ``name``; a PrunekitError listing the known names otherwise."""
+    info = _MODELS.get(name)
+    if info is None:
+        raise PrunekitError(
+            f"model name {name!r} is not a built-in model; choose one of: {', '.join(available())}"
+        )
+    return info
+
+
+def build(name: str, **kwargs: object) -> nn.Module:
+    """A fresh, untrained instance of the registered model ``name`` (kwargs go to its class)."""
+    info = model_info(name)
+    try:
+        return info.factory(**kwargs)
+    except TypeError as err:
+        raise PrunekitError(f"model {name!r}: bad keyword arguments {kwargs!r}: {err}") from err
+
+
+_FMNIST = ("fashion-mnist", (1, 28, 28))
+
+register_model(
+    ModelInfo(
+        "lenet300",
+        LeNet300,
+        *_FMNIST,
+        num_classes=10,
+        recipe=TrainingRecipe(epochs=10, lr=1e-3, batch_size=128),
+        summary="LeNet-300-100 MLP, 266k weights (Han et al. 2015)",
+    )
+)
+register_model(
+    ModelInfo(
+        "lenet5",
+        LeNet5,
+        *_FMNIST,
+        num_classes=10,
+        recipe=TrainingRecipe(epochs=6, lr=1e-3, batch_size=128),
+        summary="LeNet-5 (Caffe variant), 431k weights",
+    )
+)
+register_model(
+    ModelInfo(
+        "vgg-bn",
+        VGGBN,
+        *_FMNIST,
+        num_classes=10,
+        recipe=TrainingRecipe(epochs=3, lr=2e-3, batch_size=128, weight_decay=5e-4),
+        summary="small VGG-style CNN with BatchNorm, 6 convs, ~29 MMACs/sample",
+    )
+)
+register_model(
+    ModelInfo(
+        "digits-cnn",
+        DigitsCNN,
+        "digits",
+        (1, 8, 8),
+        num_classes=10,
+        recipe=TrainingRecipe(epochs=10, lr=1e-3, batch_size=64),
+        summary="small CNN with BatchNorm for 8×8 digits, trains in seconds",
+    )
+)
