@@ -18,7 +18,9 @@ from prunekit.prune import (
     OneShot,
     PruneReport,
     RandomConfig,
+    SparseGPTConfig,
     TaylorConfig,
+    WandaConfig,
     prune_,
 )
 from prunekit.registry import MethodInfo, methods
@@ -42,7 +44,9 @@ __all__ = [
     "PruneReport",
     "PrunekitError",
     "RandomConfig",
+    "SparseGPTConfig",
     "TaylorConfig",
+    "WandaConfig",
     "__version__",
     "compare",
     "finetune_",

@@ -52,3 +52,123 @@ def gradient_pass(
     if batches == 0:
         raise PrunekitError("data: got no batches; pass at least one (inputs, labels) batch")
     return batches
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the wanted inputs were recorded."""
+
+
+Call = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The repeated blocks of a transformer, in order: the longest ``nn.ModuleList`` whose
+    children share one class and hold prunable layers (``encoder.layer``, ``transformer.h``,
+    ``model.layers``…). None when the model has no such list (then it is one block)."""
+    from prunekit.targets import prunable_types
+
+    kinds = prunable_types()
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) < 2:
+            continue
+        if len({type(m) for m in module}) != 1:
+            continue
+        if not any(isinstance(s, kinds) for s in module[0].modules()):
+            continue
+        if best is None or len(module) > len(best[1]):
+            best = (name, module)
+    if best is None:
+        return None
+    prefix = f"{best[0]}." if best[0] else ""
+    return [(f"{prefix}{i}", block) for i, block in enumerate(best[1])]
+
+
+def model_call_kwargs(model: nn.Module) -> dict[str, Any]:
+    """Keyword arguments every calibration forward adds: no KV cache for models that keep one."""
+    config = getattr(model, "config", None)
+    return {"use_cache": False} if getattr(config, "use_cache", None) is not None else {}
+
+
+def capture_block_inputs(
+    model: nn.Module, block: nn.Module, data: Iterable[Any], num_samples: int | None
+) -> list[Call]:
+    """Run calibration batches only up to ``block`` and record each call's positional and keyword
+    inputs (the hidden states, attention masks, position embeddings…). The hook is always removed.
+    """
+    calls: list[Call] = []
+
+    def record(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        calls.append((_detach(args), _detach(kwargs)))
+        raise _StopForward
+
+    handle = block.register_forward_pre_hook(record, with_kwargs=True)
+    extra = model_call_kwargs(model)
+    try:
+        with torch.no_grad():
+            for batch in take_samples(data, num_samples):
+                inputs, _ = split_batch(batch)
+                try:
+                    if isinstance(inputs, dict):
+                        model(**inputs, **extra)
+                    else:
+                        model(inputs)
+                except _StopForward:
+                    pass
+    finally:
+        handle.remove()
+    if not calls:
+        raise PrunekitError("data: got no calibration batches; pass at least one batch")
+    return calls
+
+
+def run_block(block: nn.Module, call: Call) -> torch.Tensor:
+    """Run one recorded call through ``block``; returns its hidden-state output."""
+    args, kwargs = call
+    out = block(*args, **kwargs)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def next_call(call: Call, hidden: torch.Tensor) -> Call:
+    """The call the following block receives: the new hidden states, the same other inputs."""
+    args, kwargs = call
+    if args:
+        return (hidden, *args[1:]), kwargs
+    key = "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
+    return args, {**kwargs, key: hidden}
+
+
+class input_hooks:
+    """Within ``with input_hooks(layers, fn):`` each forward of a layer calls ``fn(name, input)``;
+    the hooks are removed on exit, whatever happens inside."""
+
+    def __init__(
+        self, layers: dict[str, nn.Module], fn: Callable[[str, torch.Tensor], None]
+    ) -> None:
+        self.layers, self.fn, self.handles = layers, fn, []
+
+    def __enter__(self) -> input_hooks:
+        for name, module in self.layers.items():
+            self.handles.append(
+                module.register_forward_pre_hook(
+                    lambda _m, args, name=name: self.fn(name, args[0].detach())
+                )
+            )
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+def _detach(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if isinstance(obj, tuple):
+        return tuple(_detach(o) for o in obj)
+    if isinstance(obj, list):
+        return [_detach(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _detach(v) for k, v in obj.items()}
+    return obj

@@ -13,8 +13,15 @@ from collections.abc import Sequence
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.layout import conv1d_type
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def prunable_types() -> tuple[type[nn.Module], ...]:
+    """Linear and conv layers, plus transformers' Conv1D (GPT-2's projections) when in use."""
+    conv1d = conv1d_type()
+    return PRUNABLE_TYPES if conv1d is None else (*PRUNABLE_TYPES, conv1d)
 
 
 def _matches(selector: str, name: str, module: nn.Module) -> bool:
@@ -43,14 +50,16 @@ def select_layers(
     model: nn.Module,
     targets: Sequence[str] | None = None,
     ignore: Sequence[str] = (),
-    kinds: tuple[type[nn.Module], ...] = PRUNABLE_TYPES,
+    kinds: tuple[type[nn.Module], ...] | None = None,
 ) -> dict[str, nn.Module]:
     """Return ``{module name: module}`` for the layers selected, in model order.
 
-    Only modules of ``kinds`` with a ``weight`` parameter are candidates. Raises PrunekitError when
+    Only modules of ``kinds`` (default: :func:`prunable_types`) with a ``weight`` parameter are
+    candidates. Raises PrunekitError when
     a target selector matches nothing (a typo would otherwise silently prune nothing) or when no
     layer is left.
     """
+    kinds = kinds or prunable_types()
     _check_selectors(targets or [], "targets")
     _check_selectors(ignore, "ignore")
     candidates = {

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-# The layers whose weights pruning removes and whose cost scales with their weight density.
-PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from prunekit.targets import prunable_types
+
 FP32_BYTES = 4
 
 
@@ -28,10 +28,12 @@ def dense_bytes(model: nn.Module) -> int:
 
 
 def prunable_weights(model: nn.Module) -> Iterator[tuple[str, nn.Module, torch.Tensor]]:
-    """``(name, module, weight)`` for every Linear/Conv module that has a weight tensor."""
+    """``(name, module, weight)`` for every prunable layer (Linear/Conv, transformers' Conv1D)
+    that has a weight tensor: the layers whose cost scales with their weight density."""
+    kinds = prunable_types()
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        if isinstance(module, PRUNABLE) and isinstance(weight, torch.Tensor):
+        if isinstance(module, kinds) and isinstance(weight, torch.Tensor):
             yield name, module, weight
 
 

@@ -1,7 +1,14 @@
 """Pruning: score (scores.py) → plan (plan.py) → apply (../surgery.py), driven by a schedule."""
 
 from prunekit.prune.api import prune_
-from prunekit.prune.methods import MagnitudeConfig, MovementConfig, RandomConfig, TaylorConfig
+from prunekit.prune.methods import (
+    MagnitudeConfig,
+    MovementConfig,
+    RandomConfig,
+    SparseGPTConfig,
+    TaylorConfig,
+    WandaConfig,
+)
 from prunekit.prune.report import PruneReport
 from prunekit.prune.schedule import AGP, Iterative, OneShot
 
@@ -13,6 +20,8 @@ __all__ = [
     "OneShot",
     "PruneReport",
     "RandomConfig",
+    "SparseGPTConfig",
     "TaylorConfig",
+    "WandaConfig",
     "prune_",
 ]

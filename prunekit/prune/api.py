@@ -9,6 +9,8 @@ from typing import Any
 from prunekit.calibrate import LossFn
 from prunekit.config import PruneConfig
 from prunekit.errors import PrunekitError
+from prunekit.prune.methods.calibrated import CalibratedConfig
+from prunekit.prune.oneshot import prune_calibrated_
 from prunekit.prune.pruner import Pruner
 from prunekit.prune.report import PruneReport
 from prunekit.train.losses import task_loss
@@ -33,6 +35,8 @@ def prune_(
     and scored before the first weight changes: if this raises, the model is as it was.
     """
     del example_inputs  # reserved for structured patterns, which trace the model
+    if isinstance(config, CalibratedConfig):
+        return prune_calibrated_(model, config, data)
     start = time.perf_counter()
     pruner = Pruner(model, config)
     if config.needs_training:

@@ -31,6 +31,36 @@ def unstructured_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return _drop_lowest(flat, num_to_prune(flat.numel(), sparsity)).reshape(scores.shape)
 
 
+def split_count(total: int, sizes: list[int]) -> list[int]:
+    """Share ``total`` removals among parts of ``sizes`` in proportion (largest remainder), so the
+    parts add up to ``total`` exactly and each gets at most its size."""
+    whole = sum(sizes)
+    if whole == 0:
+        return [0] * len(sizes)
+    exact = [total * s / whole for s in sizes]
+    counts = [min(int(e), s) for e, s in zip(exact, sizes, strict=True)]
+    order = sorted(range(len(sizes)), key=lambda i: (counts[i] - exact[i], i))
+    for i in order:
+        if sum(counts) >= total:
+            break
+        if counts[i] < sizes[i]:
+            counts[i] += 1
+    return counts
+
+
+def row_masks(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Per-output comparison (Wanda): each row of ``scores [out, in, ...]`` loses its lowest
+    entries; rows share the layer's ``round(sparsity·numel)`` removals as evenly as possible."""
+    rows = scores.reshape(scores.shape[0], -1).float()
+    width = rows.shape[1]
+    counts = split_count(num_to_prune(rows.numel(), sparsity), [width] * rows.shape[0])
+    order = torch.sort(rows, dim=1, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(width).expand_as(order).contiguous())
+    keep = ranks >= torch.tensor(counts).unsqueeze(1)
+    return keep.reshape(scores.shape)
+
+
 def global_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
     """One ranking across all layers: exactly ``round(sparsity·Σ numel)`` entries removed."""
     names = list(scores)
@@ -71,11 +101,6 @@ def nm_mask(scores: torch.Tensor, nm: NM) -> torch.Tensor:
     keep = torch.ones_like(groups, dtype=torch.bool)
     keep.scatter_(1, order[:, : nm.n], False)
     return nm_ungroup(keep, scores.shape)
-
-
-def nm_input_width(w_shape: torch.Size) -> int:
-    """The width N:M groups run along: in_features, or in_channels (per group) for a conv."""
-    return int(w_shape[1])
 
 
 def l2_normalized(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

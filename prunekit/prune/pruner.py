@@ -15,8 +15,9 @@ from torch import nn
 from prunekit.calibrate import LossFn, gradient_pass
 from prunekit.config import NM, PruneConfig
 from prunekit.errors import PrunekitError
+from prunekit.layout import canonical, in_features
 from prunekit.prune.methods.base import GradientScorer, Scorer
-from prunekit.prune.plan import l2_normalized, nm_input_width, plan_masks
+from prunekit.prune.plan import l2_normalized, plan_masks
 from prunekit.registry import method_for_config
 from prunekit.surgery import Masks, apply_masks_
 from prunekit.targets import select_layers
@@ -29,7 +30,7 @@ def check_nm(layers: dict[str, nn.Module], nm: NM | None) -> None:
     if nm is None:
         return
     for name, module in layers.items():
-        width = nm_input_width(module.weight.shape)
+        width = in_features(module)
         if width % nm.m:
             raise PrunekitError(
                 f"pattern {nm}: layer {name!r} has input width {width}, not divisible by {nm.m}; "
@@ -79,7 +80,9 @@ class Pruner:
             }
         if self.config.scope == "global" and self.scorer.normalize_globally:
             scores = l2_normalized(scores)
-        return plan_masks(scores, sparsity, self.config.nm, self.config.scope)
+        scores = {n: canonical(self.layers[n], s) for n, s in scores.items()}
+        masks = plan_masks(scores, sparsity, self.config.nm, self.config.scope)
+        return {n: canonical(self.layers[n], m) for n, m in masks.items()}
 
     def prune_to(self, sparsity: float) -> Masks:
         """Plan and apply; returns the masks now in force."""

@@ -3,6 +3,15 @@
 from prunekit.prune.methods.magnitude import MagnitudeConfig
 from prunekit.prune.methods.movement import MovementConfig
 from prunekit.prune.methods.random import RandomConfig
+from prunekit.prune.methods.sparsegpt import SparseGPTConfig
 from prunekit.prune.methods.taylor import TaylorConfig
+from prunekit.prune.methods.wanda import WandaConfig
 
-__all__ = ["MagnitudeConfig", "MovementConfig", "RandomConfig", "TaylorConfig"]
+__all__ = [
+    "MagnitudeConfig",
+    "MovementConfig",
+    "RandomConfig",
+    "SparseGPTConfig",
+    "TaylorConfig",
+    "WandaConfig",
+]

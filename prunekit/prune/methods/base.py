@@ -67,3 +67,29 @@ class GradientScorer(Scorer):
         for t in self.total.values():
             t.zero_()
         self.count = 0
+
+
+class CalibrationSolver:
+    """A one-shot method that reads each layer's inputs on calibration data (Wanda, SparseGPT).
+
+    Per layer: :meth:`new_stats` → :meth:`accumulate` on every batch of inputs (rows ``[N, K]``)
+    → :meth:`solve`, which returns the new weight matrix ``[out, K]`` with the removed entries
+    at exactly zero. :meth:`scores` gives |W|·‖X‖-style importance for outlier statistics.
+    """
+
+    def __init__(self, config: PruneConfig) -> None:
+        self.config = config
+
+    def new_stats(self, k: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def accumulate(self, stats: dict[str, torch.Tensor], rows: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def solve(
+        self, w: torch.Tensor, stats: dict[str, torch.Tensor], sparsity: float
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def scores(self, w: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError

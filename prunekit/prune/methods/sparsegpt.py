@@ -1,0 +1,141 @@
+"""SparseGPT (Frantar & Alistarh 2023): prune and reconstruct each layer from calibration inputs.
+
+Optimal-Brain-Surgeon style: H = 2XXᵀ/N from the layer's inputs, dampened by ``dampening`` ×
+its mean diagonal; the upper Cholesky factor of H⁻¹ drives a left-to-right pass over the
+columns in blocks of ``block_size``. Each removed weight's error is pushed onto the columns not
+yet processed, so the layer's output ‖WX − ŴX‖ stays small. Masks are chosen per block
+(unstructured: the lowest w²/[H⁻¹]_jj² of the block; N:M: per row, every M columns).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field, model_validator
+
+from prunekit.config import NM
+from prunekit.errors import PrunekitError
+from prunekit.prune.methods.base import CalibrationSolver
+from prunekit.prune.methods.calibrated import CalibratedConfig
+from prunekit.prune.methods.wanda import wanda_scores
+from prunekit.prune.plan import num_to_prune, split_count
+from prunekit.registry import register
+
+
+class SparseGPTConfig(CalibratedConfig):
+    """OBS reconstruction from calibration inputs; ``block_size`` columns at a time, Hessian
+    dampened by ``dampening`` × its mean diagonal."""
+
+    block_size: int = Field(128, ge=1)
+    dampening: float = Field(0.01, gt=0)
+
+    @model_validator(mode="after")
+    def _blocks_hold_whole_groups(self) -> SparseGPTConfig:
+        nm = self.nm
+        if nm is not None and self.block_size % nm.m:
+            raise ValueError(
+                f"block_size={self.block_size} must be a multiple of M={nm.m} for pattern "
+                f"{self.pattern}"
+            )
+        return self
+
+
+def hessian_inverse_factor(h: torch.Tensor, dampening: float) -> torch.Tensor:
+    """Upper Cholesky factor of (H + λI)⁻¹ with λ = dampening · mean(diag H). h: [K, K]."""
+    h = h.clone()
+    damp = dampening * torch.mean(torch.diag(h))
+    h.diagonal().add_(damp)
+    chol, info = torch.linalg.cholesky_ex(h)
+    if int(info) != 0:
+        raise PrunekitError(
+            f"sparsegpt: the layer's Hessian is not positive definite even after dampening="
+            f"{dampening}; raise dampening (e.g. 0.1) or give more calibration samples"
+        )
+    inverse = torch.cholesky_inverse(chol)
+    return torch.linalg.cholesky(inverse, upper=True)
+
+
+def sparsegpt_prune(
+    w: torch.Tensor,
+    h: torch.Tensor,
+    sparsity: float,
+    nm: NM | None = None,
+    block_size: int = 128,
+    dampening: float = 0.01,
+) -> torch.Tensor:
+    """Prune ``w [out, K]`` given ``h = 2XXᵀ/N [K, K]``; returns the reconstructed weights with
+    exactly ``round(sparsity·numel)`` zeros (or the N:M pattern)."""
+    w = w.float().clone(memory_format=torch.contiguous_format)
+    h = h.float().clone(memory_format=torch.contiguous_format)
+    out, k = w.shape
+    # Inputs that never fire in calibration: the reference zeroes their weights outright, which
+    # breaks exact N:M groups and bets that they never fire later. Unit curvature keeps them
+    # independent of the rest, and they are pruned or kept by magnitude like any other.
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    hinv = hessian_inverse_factor(h, dampening)
+
+    starts = list(range(0, k, block_size))
+    widths = [min(block_size, k - s) for s in starts]
+    counts = split_count(num_to_prune(w.numel(), sparsity), [out * c for c in widths])
+    for i1, width, count in zip(starts, widths, counts, strict=True):
+        i2 = i1 + width
+        w1 = w[:, i1:i2].clone()
+        q1 = torch.zeros_like(w1)
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        d = torch.diag(hinv1)
+        pruned = torch.zeros_like(w1, dtype=torch.bool)
+        if nm is None and count > 0:
+            saliency = (w1**2 / d.unsqueeze(0) ** 2).reshape(-1)
+            order = torch.sort(saliency, stable=True).indices
+            pruned.view(-1)[order[:count]] = True
+        for i in range(width):
+            col = w1[:, i]
+            if nm is not None and i % nm.m == 0:
+                group = w1[:, i : i + nm.m] ** 2 / d[i : i + nm.m].unsqueeze(0) ** 2
+                lowest = torch.sort(group, dim=1, stable=True).indices[:, : nm.n]
+                pruned[:, i : i + nm.m].scatter_(1, lowest, True)
+            q = col.masked_fill(pruned[:, i], 0.0)
+            q1[:, i] = q
+            e = (col - q) / d[i]
+            w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+            err1[:, i] = e
+        q1[pruned] = 0.0
+        w[:, i1:i2] = q1
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return w
+
+
+class SparseGPTSolver(CalibrationSolver):
+    def new_stats(self, k: int) -> dict[str, torch.Tensor]:
+        return {
+            "xtx": torch.zeros(k, k, dtype=torch.float64),
+            "n": torch.zeros((), dtype=torch.long),
+        }
+
+    def accumulate(self, stats: dict[str, torch.Tensor], rows: torch.Tensor) -> None:
+        r = rows.double()
+        stats["xtx"] += r.t() @ r
+        stats["n"] += r.shape[0]
+
+    def hessian(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (2.0 * stats["xtx"] / max(int(stats["n"]), 1)).float()
+
+    def scores(self, w: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return wanda_scores(w.float(), torch.diag(stats["xtx"]).float())
+
+    def solve(
+        self, w: torch.Tensor, stats: dict[str, torch.Tensor], sparsity: float
+    ) -> torch.Tensor:
+        c = self.config
+        new = sparsegpt_prune(w, self.hessian(stats), sparsity, c.nm, c.block_size, c.dampening)
+        return new.to(w.dtype)
+
+
+register(
+    "sparsegpt",
+    "prune",
+    SparseGPTConfig,
+    "OBS layer reconstruction from calibration data (Hessian 2XXᵀ); one shot",
+    SparseGPTSolver,
+)

@@ -1,0 +1,68 @@
+"""Wanda (Sun et al. 2023): score |W_ij|·‖X_j‖₂, compare within each output row, no update.
+
+The input norms come from the calibration pass; no weight is changed except the zeros written.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from prunekit.config import NM
+from prunekit.prune.methods.base import CalibrationSolver
+from prunekit.prune.methods.calibrated import CalibratedConfig
+from prunekit.prune.plan import nm_mask, row_masks, unstructured_mask
+from prunekit.registry import register
+
+
+class WandaConfig(CalibratedConfig):
+    """|W|·‖X‖ from calibration inputs. ``comparison``: ``row`` (per output, as in the paper)
+    or ``layer`` (one ranking per layer)."""
+
+    comparison: Literal["row", "layer"] = "row"
+
+
+def wanda_scores(w: torch.Tensor, sq_norms: torch.Tensor) -> torch.Tensor:
+    """w: [out, K], sq_norms: [K] = Σ_n x_nj² → |W_ij| · ‖X_j‖₂, [out, K]."""
+    return w.abs() * sq_norms.sqrt().unsqueeze(0)
+
+
+def wanda_mask(
+    w: torch.Tensor, sq_norms: torch.Tensor, sparsity: float, nm: NM | None, comparison: str
+) -> torch.Tensor:
+    """Keep-mask [out, K]: N:M groups, or the lowest scores per row (or per layer) removed."""
+    scores = wanda_scores(w, sq_norms)
+    if nm is not None:
+        return nm_mask(scores, nm)
+    if comparison == "row":
+        return row_masks(scores, sparsity)
+    return unstructured_mask(scores, sparsity)
+
+
+class WandaSolver(CalibrationSolver):
+    def new_stats(self, k: int) -> dict[str, torch.Tensor]:
+        return {"sq": torch.zeros(k, dtype=torch.float64)}
+
+    def accumulate(self, stats: dict[str, torch.Tensor], rows: torch.Tensor) -> None:
+        stats["sq"] += rows.double().pow(2).sum(dim=0)
+
+    def scores(self, w: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return wanda_scores(w.float(), stats["sq"].float())
+
+    def solve(
+        self, w: torch.Tensor, stats: dict[str, torch.Tensor], sparsity: float
+    ) -> torch.Tensor:
+        keep = wanda_mask(
+            w.float(), stats["sq"].float(), sparsity, self.config.nm, self.config.comparison
+        )
+        return w.masked_fill(~keep, 0.0)
+
+
+register(
+    "wanda",
+    "prune",
+    WandaConfig,
+    "|W|·‖X‖ per output row from calibration data; one shot",
+    WandaSolver,
+)

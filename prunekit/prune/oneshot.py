@@ -1,0 +1,290 @@
+"""One-shot pruning from calibration inputs (Wanda, SparseGPT), block by block.
+
+A transformer is pruned one repeated block at a time: the inputs of block 0 are recorded once,
+each block's target layers are calibrated on those inputs, solved and written, and the
+already-pruned block then computes the inputs of the next — so memory holds one block's
+activations, and later blocks see the errors earlier pruning made (as both papers do). A model
+without repeated blocks is one block. Hooks are always removed; if anything fails, the weights
+are put back as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.calibrate import (
+    Call,
+    capture_block_inputs,
+    find_blocks,
+    input_hooks,
+    next_call,
+    run_block,
+)
+from prunekit.errors import PrunekitError
+from prunekit.layout import as_matrix, from_matrix, input_rows
+from prunekit.prune.allocation import exact_counts, outlier_ratio, owl_sparsities
+from prunekit.prune.methods.base import CalibrationSolver
+from prunekit.prune.methods.calibrated import CalibratedConfig
+from prunekit.prune.plan import split_count
+from prunekit.prune.pruner import check_nm
+from prunekit.prune.report import PruneReport
+from prunekit.registry import method_for_config
+from prunekit.surgery import restore_, snapshot
+from prunekit.targets import select_layers
+
+log = logging.getLogger(__name__)
+
+Group = tuple[str, nn.Module, dict[str, nn.Module]]  # (name, runnable, its target layers)
+
+
+def _groups(model: nn.Module, config: CalibratedConfig) -> list[Group]:
+    layers = select_layers(model, config.targets, config.ignore)
+    blocks = find_blocks(model)
+    if blocks is None:
+        return [("", model, layers)]
+    groups = []
+    inside: set[str] = set()
+    for name, block in blocks:
+        mine = {n: m for n, m in layers.items() if n.startswith(f"{name}.")}
+        inside.update(mine)
+        groups.append((name, block, mine))
+    outside = [n for n in layers if n not in inside]
+    if config.targets is not None and outside:
+        raise PrunekitError(
+            f"targets: {outside[:3]} lie outside the repeated blocks, which "
+            f"{config.method} prunes block by block; leave them out (ignore=[...])"
+        )
+    if not inside:
+        raise PrunekitError("targets: no prunable layer inside the model's repeated blocks")
+    return [g for g in groups if g[2]]
+
+
+def _unsupported(m: nn.Module) -> str | None:
+    if isinstance(m, nn.Conv2d) and m.groups != 1:
+        return "a grouped convolution"
+    if not isinstance(m, nn.Conv2d) and m.weight.dim() > 2:
+        return f"a {type(m).__name__}"
+    return None
+
+
+def _drop_unsupported(groups: list[Group], explicit: bool) -> tuple[list[Group], list[str]]:
+    """Layers calibration cannot read are left alone (and reported); an error if asked for."""
+    skipped = []
+    kept_groups = []
+    for name, runner, layers in groups:
+        kept = {}
+        for n, m in layers.items():
+            why = _unsupported(m)
+            if why is None:
+                kept[n] = m
+            elif explicit:
+                raise PrunekitError(
+                    f"layer {n!r} is {why}, which calibration-based pruning does not handle; "
+                    f"leave it out with ignore=[{n!r}]"
+                )
+            else:
+                skipped.append(n)
+        if kept:
+            kept_groups.append((name, runner, kept))
+    return kept_groups, skipped
+
+
+def _calibrate(
+    solver: CalibrationSolver, layers: dict[str, nn.Module], runs: Iterable[None]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Statistics of each layer's inputs over the forward passes that ``runs`` performs."""
+    stats = {n: solver.new_stats(as_matrix(m, m.weight).shape[1]) for n, m in layers.items()}
+    seen: set[str] = set()
+
+    def observe(name: str, x: torch.Tensor) -> None:
+        seen.add(name)
+        solver.accumulate(stats[name], input_rows(layers[name], x))
+
+    with input_hooks(layers, observe):
+        for _ in runs:
+            pass
+    missed = [n for n in layers if n not in seen]
+    if missed:
+        # e.g. nn.MultiheadAttention reads out_proj.weight without calling out_proj: its inputs
+        # are invisible, and pruning it from empty statistics would be guesswork.
+        raise PrunekitError(
+            f"layers {missed[:3]} were never called during calibration (their parent uses the "
+            f"weight directly), so their inputs cannot be measured; leave them out with "
+            f"ignore={missed[:3]}"
+        )
+    return stats
+
+
+def _run_calls(block: nn.Module, calls: list[Call]) -> Iterable[None]:
+    for call in calls:
+        run_block(block, call)
+        yield
+
+
+def _run_data(model: nn.Module, data: Iterable[Any], num_samples: int) -> Iterable[None]:
+    from prunekit.calibrate import model_call_kwargs
+    from prunekit.data.batches import split_batch, take_samples
+
+    extra = model_call_kwargs(model)
+    for batch in take_samples(data, num_samples):
+        inputs, _ = split_batch(batch)
+        if isinstance(inputs, dict):
+            model(**inputs, **extra)
+        else:
+            model(inputs)
+        yield
+
+
+def _layer_sparsities(
+    groups: list[Group], group_sparsity: list[float], counts: list[int]
+) -> dict[str, float]:
+    """Each group's exact count shared among its layers in proportion to their size."""
+    out: dict[str, float] = {}
+    for (_, _, layers), count in zip(groups, counts, strict=True):
+        sizes = [m.weight.numel() for m in layers.values()]
+        for (name, m), c in zip(layers.items(), split_count(count, sizes), strict=True):
+            out[name] = c / m.weight.numel()
+    del group_sparsity
+    return out
+
+
+def _allocate(
+    solver: CalibrationSolver,
+    config: CalibratedConfig,
+    groups: list[Group],
+    stats_of: list[dict[str, dict[str, torch.Tensor]]] | None,
+) -> dict[str, float]:
+    sizes = [sum(m.weight.numel() for m in g[2].values()) for g in groups]
+    target = config.target_sparsity
+    if config.nm is not None or config.allocation == "uniform":
+        return {n: target for g in groups for n in g[2]}
+    assert stats_of is not None, "OWL needs the dense statistics"
+    ratios = [
+        outlier_ratio(
+            [solver.scores(as_matrix(m, m.weight), st[n]) for n, m in g[2].items()],
+            config.owl_threshold,
+        )
+        for g, st in zip(groups, stats_of, strict=True)
+    ]
+    wanted = owl_sparsities(ratios, target, config.owl_lambda)
+    counts = exact_counts(wanted, sizes, target)
+    return _layer_sparsities(groups, wanted, counts)
+
+
+@torch.no_grad()
+def _dense_stats(
+    model: nn.Module,
+    solver: CalibrationSolver,
+    groups: list[Group],
+    data: Iterable[Any],
+    num_samples: int,
+) -> list[dict[str, dict[str, torch.Tensor]]]:
+    """Statistics of every group on the dense model (OWL's outlier ratios need them first)."""
+    if len(groups) == 1 and groups[0][1] is model:
+        return [_calibrate(solver, groups[0][2], _run_data(model, data, num_samples))]
+    calls = capture_block_inputs(model, groups[0][1], data, num_samples)
+    result = []
+    for _, block, layers in groups:
+        result.append(_calibrate(solver, layers, _run_calls(block, calls)))
+        calls = [next_call(c, run_block(block, c)) for c in calls]
+    return result
+
+
+def _solve_group(
+    solver: CalibrationSolver,
+    layers: dict[str, nn.Module],
+    stats: dict[str, dict[str, torch.Tensor]],
+    sparsity: dict[str, float],
+) -> None:
+    for name, module in layers.items():
+        matrix = as_matrix(module, module.weight.detach())
+        new = solver.solve(matrix, stats[name], sparsity[name])
+        module.weight.copy_(from_matrix(module, new.to(module.weight.dtype)))
+
+
+@torch.no_grad()
+def prune_calibrated_(
+    model: nn.Module, config: CalibratedConfig, data: Iterable[Any] | None
+) -> PruneReport:
+    """Prune ``model`` in place with a calibration-based method; see the module docstring."""
+    start = time.perf_counter()
+    info = method_for_config(config)
+    if data is None:
+        raise PrunekitError(
+            f"data: {info.name} needs calibration batches (e.g. tokenized text windows); "
+            f"pass data=..."
+        )
+    solver: CalibrationSolver = info.impl(config)
+    groups, skipped = _drop_unsupported(_groups(model, config), config.targets is not None)
+    groups, uncalled = _drop_uncalled(model, groups, data, config)
+    skipped += uncalled
+    all_layers = {n: m for g in groups for n, m in g[2].items()}
+    if not all_layers:
+        raise PrunekitError(f"model has no layer {info.name} can prune (skipped: {skipped})")
+    check_nm(all_layers, config.nm)
+
+    was_training = model.training
+    saved = snapshot(model)
+    model.eval()
+    try:
+        dense = (
+            _dense_stats(model, solver, groups, data, config.num_samples)
+            if config.allocation == "owl"
+            else None
+        )
+        sparsity = _allocate(solver, config, groups, dense)
+        if len(groups) == 1 and groups[0][1] is model:
+            stats = _calibrate(solver, all_layers, _run_data(model, data, config.num_samples))
+            _solve_group(solver, all_layers, stats, sparsity)
+        else:
+            calls = capture_block_inputs(model, groups[0][1], data, config.num_samples)
+            for name, block, layers in groups:
+                stats = _calibrate(solver, layers, _run_calls(block, calls))
+                _solve_group(solver, layers, stats, sparsity)
+                calls = [next_call(c, run_block(block, c)) for c in calls]
+                log.info("%s: pruned block %s", info.name, name)
+    except BaseException:
+        restore_(model, saved)
+        raise
+    finally:
+        model.train(was_training)
+    report = PruneReport.from_layers(
+        info.name, config.to_dict(), all_layers, time.perf_counter() - start
+    )
+    report.extra["allocation"] = {n: round(s, 6) for n, s in sparsity.items()}
+    report.extra["skipped"] = skipped
+    return report
+
+
+@torch.no_grad()
+def _drop_uncalled(
+    model: nn.Module, groups: list[Group], data: Iterable[Any], config: CalibratedConfig
+) -> tuple[list[Group], list[str]]:
+    """With default targets, leave out layers whose forward never runs (their parent reads the
+    weight directly, as nn.MultiheadAttention does with out_proj): one batch tells."""
+    if config.targets is not None:
+        return groups, []
+    layers = {n: m for g in groups for n, m in g[2].items()}
+    called: set[str] = set()
+    was_training = model.training
+    model.eval()
+    try:
+        with input_hooks(layers, lambda n, _x: called.add(n)):
+            for _ in _run_data(model, data, 1):
+                pass
+    finally:
+        model.train(was_training)
+    out, uncalled = [], [n for n in layers if n not in called]
+    if uncalled:
+        log.warning("not pruned (never called in forward): %s", uncalled)
+    for name, runner, mine in groups:
+        kept = {n: m for n, m in mine.items() if n in called}
+        if kept:
+            out.append((name, runner, kept))
+    return out, uncalled

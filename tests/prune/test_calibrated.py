@@ -1,0 +1,200 @@
+"""Wanda and SparseGPT: the math against direct references, and block-by-block pruning of
+Hugging Face transformers built from small configs (no download)."""
+
+import pytest
+import torch
+import transformers
+from torch import nn
+
+import prunekit as pk
+from prunekit.config import NM
+from prunekit.prune.allocation import exact_counts, owl_sparsities
+from prunekit.prune.methods.sparsegpt import sparsegpt_prune
+from prunekit.prune.methods.wanda import wanda_mask, wanda_scores
+from prunekit.prune.plan import row_masks
+
+
+def _layer_problem(seed=0, out=32, k=64, n=512):
+    """A layer and inputs with a few outlier features, as LLM activations have."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out, k, generator=g)
+    mix = torch.randn(k, k, generator=g) / k**0.5
+    x = torch.randn(n, k, generator=g) @ (torch.eye(k) + mix)  # correlated features
+    x[:, [1, 18, 39, 54]] *= 20.0  # outlier channels, in different N:M groups
+    return w, x
+
+
+def _error(w, w_hat, x):
+    return float(((x @ w.t()) - (x @ w_hat.t())).norm())
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4", "4:8"])
+def test_sparsegpt_reconstructs_better_than_wanda_than_magnitude(pattern):
+    w, x = _layer_problem()
+    nm = NM(*map(int, pattern.split(":"))) if pattern != "unstructured" else None
+    sq = (x**2).sum(0)
+    h = 2 * x.t() @ x / x.shape[0]
+    magnitude = pk.prune.plan.plan_masks({"w": w.abs()}, 0.5, nm)["w"]
+    e_mag = _error(w, w * magnitude, x)
+    e_wanda = _error(w, w * wanda_mask(w, sq, 0.5, nm, "row"), x)
+    w_sgpt = sparsegpt_prune(w, h, 0.5, nm, block_size=16)
+    e_sgpt = _error(w, w_sgpt, x)
+    assert e_sgpt < e_wanda < e_mag
+    assert int((w_sgpt == 0).sum()) == w.numel() // 2
+    if nm is not None:
+        groups = w_sgpt.reshape(-1, nm.m)
+        assert torch.all((groups == 0).sum(dim=1) == nm.n)
+
+
+def test_wanda_scores_equal_a_hand_computation():
+    w = torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.5, -0.5]])
+    x = torch.tensor([[1.0, 0.0, 2.0], [3.0, 4.0, 0.0]])
+    sq = (x**2).sum(0)  # [10, 16, 4] → norms [√10, 4, 2]
+    expected = torch.tensor([[10**0.5, 8.0, 6.0], [0.5 * 10**0.5, 2.0, 1.0]])
+    torch.testing.assert_close(wanda_scores(w, sq), expected)
+    keep = wanda_mask(w, sq, 1 / 3, None, "row")  # one per row goes: the lowest of each row
+    assert keep.tolist() == [[False, True, True], [True, True, False]]
+
+
+def test_row_masks_are_exact_in_total_and_even_across_rows():
+    scores = torch.rand(7, 10, generator=torch.Generator().manual_seed(0))
+    keep = row_masks(scores, 0.55)
+    assert int((~keep).sum()) == round(0.55 * 70)
+    per_row = (~keep).sum(dim=1)
+    assert int(per_row.max() - per_row.min()) <= 1
+
+
+def test_sparsegpt_with_no_pruning_returns_the_weights():
+    w, x = _layer_problem()
+    out = sparsegpt_prune(w, 2 * x.t() @ x / len(x), 0.0)
+    torch.testing.assert_close(out, w)
+
+
+def test_owl_allocation_is_exact_and_favours_outlier_layers():
+    sparsities = owl_sparsities([0.01, 0.05, 0.02], 0.5, 0.08)
+    assert sparsities[1] == min(sparsities) and sparsities[0] == max(sparsities)
+    assert max(sparsities) - min(sparsities) == pytest.approx(0.16)
+    counts = exact_counts(sparsities, [100, 300, 200], 0.5)
+    assert sum(counts) == 300
+
+
+# --- whole transformers, block by block --------------------------------------------------------
+
+
+def _gpt2():
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=64, n_positions=32)
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def _llama_gqa():
+    cfg = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def _bert():
+    cfg = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
+    torch.manual_seed(0)
+    return transformers.BertModel(cfg).eval()
+
+
+def _tokens(n=8, length=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 64, (n, length), generator=g)
+    return [
+        {"input_ids": ids[i : i + 4], "attention_mask": torch.ones(4, length, dtype=torch.long)}
+        for i in range(0, n, 4)
+    ]
+
+
+def _outputs(model, batches):
+    with torch.no_grad():
+        out = model(**batches[0])
+    return (
+        out.logits if hasattr(out, "logits") and out.logits is not None else out.last_hidden_state
+    )
+
+
+@pytest.mark.parametrize("build", [_gpt2, _llama_gqa, _bert], ids=["gpt2", "llama-gqa", "bert"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        pk.WandaConfig(sparsity=0.5),
+        pk.SparseGPTConfig(pattern="2:4"),
+        pk.WandaConfig(sparsity=0.6, allocation="owl"),
+    ],
+    ids=["wanda", "sparsegpt-2:4", "wanda-owl"],
+)
+def test_transformers_prune_block_by_block(build, config):
+    model = build()
+    data = _tokens()
+    embed = model.get_input_embeddings().weight.detach().clone()
+    before = _outputs(model, data)
+    report = pk.prune_(model, config, data=data)
+    after = _outputs(model, data)
+    assert after.shape == before.shape and torch.isfinite(after).all()
+    assert not torch.equal(after, before)
+    assert torch.equal(
+        model.get_input_embeddings().weight, embed
+    )  # embeddings (and tied head) kept
+    assert report.layers and all(".0." in r.name or ".1." in r.name for r in report.layers)
+    if config.allocation == "uniform":
+        for r in report.layers:
+            assert r.zeros == round(config.target_sparsity * r.numel)
+    else:
+        assert report.zeros == round(config.target_sparsity * report.numel)
+    for m in model.modules():
+        assert not m._forward_pre_hooks and not m._forward_hooks
+
+
+def test_calibrated_pruning_is_deterministic():
+    a, b = _gpt2(), _gpt2()
+    pk.prune_(a, pk.SparseGPTConfig(sparsity=0.5), data=_tokens())
+    pk.prune_(b, pk.SparseGPTConfig(sparsity=0.5), data=_tokens())
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+
+
+@pytest.mark.parametrize(
+    ("config", "data", "message"),
+    [
+        (pk.WandaConfig(), None, "needs calibration batches"),
+        (pk.SparseGPTConfig(pattern="2:4", targets=["re:c_attn"]), "ok", "not divisible by 4"),
+    ],
+)
+def test_bad_input_leaves_the_transformer_untouched(config, data, message):
+    model = _gpt2()
+    if "not divisible" in message:  # make c_attn's input width 30: not divisible by 4
+        model = transformers.GPT2LMHeadModel(
+            transformers.GPT2Config(n_layer=2, n_embd=30, n_head=3, vocab_size=64, n_positions=32)
+        ).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(pk.PrunekitError, match=message):
+        pk.prune_(model, config, data=_tokens() if data else None)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_multihead_attention_out_proj_is_skipped_not_guessed():
+    block = nn.TransformerEncoderLayer(16, nhead=4, dim_feedforward=32, batch_first=True).eval()
+    data = [torch.randn(4, 6, 16) for _ in range(2)]
+    out_proj = block.self_attn.out_proj.weight.detach().clone()
+    report = pk.prune_(block, pk.WandaConfig(sparsity=0.5), data=data)
+    assert "self_attn.out_proj" in report.extra["skipped"]
+    assert torch.equal(block.self_attn.out_proj.weight, out_proj)
+    assert report.per_layer["linear1"] == 0.5
