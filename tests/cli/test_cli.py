@@ -142,3 +142,34 @@ def test_demo_runs_end_to_end(cache, capsys):
     assert main(["demo", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert "magnitude" in out and "taylor" in out and "summary" in out
+
+
+def test_prune_gradually_with_agp_from_the_cli(tmp_path, capsys):
+    factory = tmp_path / "net.py"
+    factory.write_text(FACTORY)
+    out = tmp_path / "run"
+    code = main(
+        [
+            "prune",
+            "--model",
+            f"py:{factory}:make",
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.75",
+            "--data",
+            "digits",
+            "--finetune-epochs",
+            "2",
+            "--schedule",
+            "agp",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    steps = [p["sparsity"] for p in report["finetune"]["pruning"]]
+    assert len(steps) > 2 and steps == sorted(steps) and steps[-1] == pytest.approx(0.75)
+    assert report["finetune"]["history"][-1]["sparsity"] == pytest.approx(0.75, abs=1e-3)
