@@ -3,7 +3,8 @@
 Layout of ``manifest.json`` (``format_version`` 1)::
 
     format, format_version, prunekit_version,
-    source:   how to rebuild the module ({"kind": "builtin", "name", "kwargs"} or
+    source:   how to rebuild the module ({"kind": "builtin", "name", "kwargs"},
+              {"kind": "hf", "path", "model_type", "class"} or
               {"kind": "user", "class": "pkg.mod.Class"}),
     tensors:  state_dict name -> {dtype, shape, numel, nonzeros, encoding, [tied_to]},
     sparsity: {params, nonzeros, sparsity, prunable_params, prunable_nonzeros, prunable_sparsity},
@@ -12,6 +13,11 @@ Layout of ``manifest.json`` (``format_version`` 1)::
 ``encoding`` says how a tensor is stored in the weights file. Only ``"dense"`` exists today;
 later encodings (sparse bitmask, int8, codebooks) add a value and a decoder, and a reader that
 meets an encoding it does not know refuses instead of loading garbage.
+
+A Hugging Face model (``transformers.PreTrainedModel``) is written by its own
+``save_pretrained``, so the directory is also a Hugging Face folder that ``from_pretrained`` and
+``hf:DIR`` open; ``model.safetensors`` is then transformers' file, which omits tied copies (the
+manifest records them with ``tied_to``), and the tokenizer's files sit beside it when given.
 """
 
 from __future__ import annotations
@@ -37,21 +43,39 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 ENCODINGS = ("dense",)
+HF_MAX_SHARD = "10000GB"
 
 
-def save(model: nn.Module, path: str | Path, *, source: dict[str, Any] | None = None) -> Path:
+def save(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    source: dict[str, Any] | None = None,
+    tokenizer: Any = None,
+) -> Path:
     """Write ``model`` (its full state_dict, buffers included) as an artifact directory.
 
     ``source`` says how ``load`` can rebuild the module without being handed one, e.g.
     ``{"kind": "builtin", "name": "lenet5", "kwargs": {}}``; when None it records the class
-    (``{"kind": "user", "class": "pkg.mod.Class"}``), which ``load`` cannot import by itself.
+    (``{"kind": "user", "class": "pkg.mod.Class"}``), which ``load`` cannot import by itself, or
+    for a Hugging Face model ``{"kind": "hf", ...}``, which ``load`` reopens from the directory.
+    ``tokenizer`` (anything with ``save_pretrained``, e.g. a Hugging Face tokenizer) is saved
+    beside the weights.
     The directory appears complete or not at all: an existing artifact at ``path`` is replaced
     only once the new one is fully written. Returns the artifact directory.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
     path = Path(path)
+    # Imported here, as in _rebuild: the model registry may import this module at import time.
+    from prunekit.models.hf import is_hf_model
+
     source = _check_source(model, source)
+    if tokenizer is not None and not callable(getattr(tokenizer, "save_pretrained", None)):
+        raise PrunekitError(
+            f"tokenizer: expected a Hugging Face tokenizer (with save_pretrained); got "
+            f"{type(tokenizer).__name__}"
+        )
     if path.exists() and not _replaceable(path):
         raise PrunekitError(
             f"path: {str(path)!r} exists and is not a prunekit artifact; "
@@ -60,8 +84,10 @@ def save(model: nn.Module, path: str | Path, *, source: dict[str, Any] | None = 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        save_model(model, str(tmp / WEIGHTS))
-        manifest = _manifest(model, source, tmp / WEIGHTS)
+        tied = _save_hf(model, tmp) if is_hf_model(model) else _save_plain(model, tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        manifest = _manifest(model, source, tmp / WEIGHTS, tied)
         _write_json(tmp / MANIFEST, manifest)
         _swap_into_place(tmp, path)
     except BaseException:
@@ -75,7 +101,8 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
 
     With ``model`` given, every tensor's shape is checked against the manifest before anything
     is copied, so a mismatch leaves ``model`` untouched; the weights then load strictly into it.
-    Without ``model``, a built-in source is rebuilt with ``prunekit.models.build``.
+    Without ``model``, a built-in source is rebuilt with ``prunekit.models.build`` and a
+    Hugging Face one with ``from_pretrained`` on the artifact directory itself.
     """
     path = Path(path)
     manifest = read_manifest(path)
@@ -135,6 +162,10 @@ def artifact_size(model: nn.Module) -> int:
 
 
 def _check_source(model: nn.Module, source: dict[str, Any] | None) -> dict[str, Any]:
+    from prunekit.models.hf import hf_source, is_hf_model
+
+    if source is None and is_hf_model(model):
+        return hf_source(model)
     if source is None:
         cls = type(model)
         return {"kind": "user", "class": f"{cls.__module__}.{cls.__qualname__}"}
@@ -175,9 +206,47 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _manifest(model: nn.Module, source: dict[str, Any], weights: Path) -> dict[str, Any]:
+def _save_plain(model: nn.Module, folder: Path) -> dict[str, str]:
+    save_model(model, str(folder / WEIGHTS))
+    # safetensors stores each shared tensor once and names the dropped aliases in its metadata.
+    with safe_open(str(folder / WEIGHTS), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def _save_hf(model: nn.Module, folder: Path) -> dict[str, str]:
+    # One weights file keeps the manifest's layout; transformers would shard past 5-50 GB.
+    model.save_pretrained(str(folder), max_shard_size=HF_MAX_SHARD)  # type: ignore[attr-defined]
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise PrunekitError(
+            f"save: transformers did not write {WEIGHTS} for {type(model).__name__}; "
+            f"prunekit saves Hugging Face models as one safetensors file"
+        )
     with safe_open(str(weights), framework="pt") as f:
-        tied = f.metadata() or {}
+        stored = set(f.keys())
+    state = model.state_dict()
+    owners = {_storage(t): name for name, t in state.items() if name in stored}
+    tied: dict[str, str] = {}
+    for name, t in state.items():
+        if name in stored:
+            continue
+        owner = owners.get(_storage(t))
+        if owner is None:
+            raise PrunekitError(
+                f"save: transformers saved {type(model).__name__} without tensor {name!r}, "
+                f"which shares memory with no saved tensor; its names differ from state_dict()"
+            )
+        tied[name] = owner
+    return tied
+
+
+def _storage(t: torch.Tensor) -> tuple[Any, ...]:
+    return (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
+def _manifest(
+    model: nn.Module, source: dict[str, Any], weights: Path, tied: dict[str, str]
+) -> dict[str, Any]:
     tensors: dict[str, Any] = {}
     for name, t in model.state_dict().items():
         entry = {
@@ -221,6 +290,11 @@ def _sparsity_summary(model: nn.Module) -> dict[str, Any]:
 
 
 def _rebuild(source: dict[str, Any], path: Path) -> nn.Module:
+    if source.get("kind") == "hf":
+        from prunekit.models.hf import load_hf_model
+
+        class_name = source.get("class")
+        return load_hf_model(path, class_name if isinstance(class_name, str) else None)
     if source.get("kind") != "builtin":
         what = source.get("class") or source.get("kind")
         raise PrunekitError(

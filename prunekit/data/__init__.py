@@ -10,16 +10,21 @@ from prunekit.data.registry import (
     register_dataset,
 )
 from prunekit.data.splits import DataSplits
+from prunekit.data.text import TextSplits, load_text
+from prunekit.data.wordnet import write_gloss_text
 
 __all__ = [
     "DataSplits",
     "DatasetInfo",
+    "TextSplits",
     "accepted_forms",
     "datasets",
     "load_data",
     "load_digits_splits",
     "load_fashion_mnist",
+    "load_text",
     "parse_idx",
     "read_idx",
     "register_dataset",
+    "write_gloss_text",
 ]

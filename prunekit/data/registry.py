@@ -1,9 +1,11 @@
-"""Datasets registered by name and the data SPEC parser (``digits``, ``fashion-mnist:DIR``, …)."""
+"""Datasets registered by name and the data SPEC parser (``digits``, ``fashion-mnist:DIR``,
+``text:FILE``, …)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -12,21 +14,24 @@ from prunekit.data.digits import load_digits_splits
 from prunekit.data.fashion_mnist import load_fashion_mnist
 from prunekit.data.pyfile import load_py_function
 from prunekit.data.splits import DataSplits
+from prunekit.data.text import TextSplits, load_text
 from prunekit.errors import PrunekitError
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A registered dataset: ``load(arg)`` gets the text after ``NAME:`` or None.
+    """A registered dataset: ``load(arg, **options)`` gets the text after ``NAME:`` or None.
 
     ``arg`` names that text in help (``"DIR"``, ``"FILE"``); ``arg_required`` forbids bare NAME.
+    ``options`` are the keyword options ``load_data`` may pass on (e.g. ``tokenizer``).
     """
 
     name: str
-    load: Callable[[str | None], DataSplits]
+    load: Callable[..., DataSplits | TextSplits]
     summary: str
     arg: str | None = None
     arg_required: bool = False
+    options: tuple[str, ...] = ()
 
     @property
     def forms(self) -> list[str]:
@@ -55,15 +60,18 @@ def accepted_forms() -> list[str]:
     return [*forms, "py:FILE.py:FUNCTION"]
 
 
-def load_data(spec: str) -> DataSplits:
+def load_data(spec: str, **options: Any) -> DataSplits | TextSplits:
     """Load the dataset a data SPEC names.
 
     ``py:FILE.py:FUNCTION`` calls ``FUNCTION()``, which returns a DataSplits or a ``(train,
-    test)`` pair of torch Datasets whose samples are ``(inputs, label)``.
+    test)`` pair of torch Datasets whose samples are ``(inputs, label)``. ``text:FILE`` returns
+    ``TextSplits`` and takes ``tokenizer=``, ``seq_len=``, ``mode=`` (``stream``/``lines``) and
+    ``eval_fraction=`` (see ``prunekit.data.text.load_text``); other datasets take no options.
     """
     if not isinstance(spec, str) or not spec:
         raise PrunekitError(f"data spec must be a non-empty string; got {spec!r}")
     if spec.startswith("py:"):
+        _check_options(spec, options, ())
         return _from_py(spec)
     name, sep, arg = spec.partition(":")
     info = _DATASETS.get(name)
@@ -76,7 +84,15 @@ def load_data(spec: str) -> DataSplits:
         raise PrunekitError(
             f"data spec {spec!r} is not recognised; use one of: {', '.join(accepted_forms())}"
         )
-    return info.load(arg or None)
+    _check_options(spec, options, info.options)
+    return info.load(arg or None, **options)
+
+
+def _check_options(spec: str, options: dict[str, Any], accepted: tuple[str, ...]) -> None:
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = f"takes only {', '.join(accepted)}" if accepted else "takes no options"
+        raise PrunekitError(f"data spec {spec!r} {takes}; got {', '.join(unknown)}")
 
 
 def _from_py(spec: str) -> DataSplits:
@@ -136,5 +152,15 @@ register_dataset(
         load_fashion_mnist,
         "28×28 clothing images, 10 classes (Debian dataset-fashion-mnist or a folder)",
         arg="DIR",
+    )
+)
+register_dataset(
+    DatasetInfo(
+        "text",
+        load_text,
+        "a text file, one sample per line; last 10% of lines held out (needs tokenizer=)",
+        arg="FILE",
+        arg_required=True,
+        options=("tokenizer", "seq_len", "mode", "eval_fraction"),
     )
 )

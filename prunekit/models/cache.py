@@ -31,8 +31,14 @@ def default_cache_dir() -> Path:
 
 
 def cache_files(name: str, cache_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """The ``(weights .safetensors, metadata .json)`` paths of builtin ``name`` in the cache."""
+    """The ``(weights .safetensors, metadata .json)`` paths of builtin ``name`` in the cache.
+
+    A builtin that caches itself as a Hugging Face folder (``gpt-tiny``) keeps both in
+    ``models/NAME/``: ``model.safetensors`` and ``prunekit.json``.
+    """
     folder = Path(cache_dir or default_cache_dir()) / "models"
+    if (folder / name).is_dir():
+        return folder / name / "model.safetensors", folder / name / "prunekit.json"
     return folder / f"{name}.safetensors", folder / f"{name}.json"
 
 
@@ -44,9 +50,12 @@ def pretrained(
     The first call trains it with its registered recipe (seconds for ``digits-cnn``, minutes for
     the Fashion-MNIST models) and caches the weights and a JSON record (accuracy, epochs, dataset,
     prunekit version, seconds) under ``cache_dir`` (default: ``default_cache_dir()``); later calls
-    load the cache. A cache written with a different recipe, or unreadable, is retrained.
+    load the cache. A cache written with a different recipe, or unreadable, is retrained. A
+    model trained elsewhere (``ModelInfo.loader``, e.g. ``minilm``) is loaded, never cached.
     """
     info = model_info(name)
+    if info.loader is not None:
+        return info.loader().eval()
     weights, record = cache_files(name, cache_dir)
     model = _load_cached(info, weights, record)
     if model is None:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.models import gpt_tiny
 from prunekit.models.lenet import LeNet5, LeNet300
+from prunekit.models.minilm import (
+    HIDDEN,
+    PretrainedWeights,
+    load_minilm,
+    minilm_architecture,
+    minilm_text_spec,
+)
 from prunekit.models.small_cnn import DigitsCNN
 from prunekit.models.vgg import VGGBN
 
@@ -28,20 +37,40 @@ class TrainingRecipe:
         return asdict(self)
 
 
+class Recipe(Protocol):
+    """What the cache keys a trained builtin on: any recipe that serialises to a dict."""
+
+    def to_dict(self) -> dict[str, object]: ...
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """A registered model: ``factory(**kwargs)`` builds it untrained for ``dataset``.
 
-    ``input_shape`` is one sample's shape without the batch dimension, e.g. ``(1, 28, 28)``.
+    ``input_shape`` is one sample's shape without the batch dimension, e.g. ``(1, 28, 28)``;
+    ``num_classes`` the width of the last output dimension.
+    ``task`` is ``"classification"`` (``[B, *input_shape]`` → logits ``[B, num_classes]``) or
+    ``"causal-lm"`` (token ids ``[B, T]`` → logits ``[B, T, vocab]``) or ``"embedding"``
+    (token ids ``[B, T]`` → token states ``[B, T, num_classes]``, mean-pooled into sentences).
+    ``loader()``, when given, returns the trained model in place of ``pretrained`` training
+    ``factory()`` on ``dataset`` with ``recipe`` (pretrained elsewhere, e.g. ``minilm``, or
+    trained and cached by its own module, e.g. ``gpt-tiny``). ``dataset`` is a data SPEC, or a
+    function returning one when it names a file made on first use (``text:FILE``).
     """
 
     name: str
     factory: Callable[..., nn.Module]
-    dataset: str
+    dataset: str | Callable[[], str]
     input_shape: tuple[int, ...]
     num_classes: int
-    recipe: TrainingRecipe
+    recipe: TrainingRecipe | Recipe
     summary: str
+    task: str = "classification"
+    loader: Callable[[], nn.Module] | None = None
+
+    def data_spec(self) -> str:
+        """The data SPEC of ``dataset`` (calling it when it is a function)."""
+        return self.dataset() if callable(self.dataset) else self.dataset
 
 
 _MODELS: dict[str, ModelInfo] = {}
@@ -119,5 +148,31 @@ register_model(
         num_classes=10,
         recipe=TrainingRecipe(epochs=10, lr=1e-3, batch_size=64),
         summary="small CNN with BatchNorm for 8×8 digits, trains in seconds",
+    )
+)
+register_model(
+    ModelInfo(
+        gpt_tiny.NAME,
+        gpt_tiny.build_gpt_tiny,
+        gpt_tiny.calib_spec,
+        (gpt_tiny.RECIPE.seq_len,),
+        num_classes=gpt_tiny.RECIPE.vocab_size,
+        recipe=gpt_tiny.RECIPE,
+        summary="GPT-2-style causal LM, 4 layers × 256 wide, 4.3M params, trained on fortunes",
+        task="causal-lm",
+        loader=gpt_tiny.load_gpt_tiny,
+    )
+)
+register_model(
+    ModelInfo(
+        "minilm",
+        minilm_architecture,
+        minilm_text_spec,
+        (128,),
+        num_classes=HIDDEN,
+        recipe=PretrainedWeights(),
+        summary="all-MiniLM-L6-v2 sentence encoder, 22.7M params, pretrained (prunekit[minilm])",
+        task="embedding",
+        loader=load_minilm,
     )
 )

@@ -12,6 +12,7 @@ from torch import nn
 from prunekit.data.pyfile import load_py_function, parse_py_spec
 from prunekit.errors import PrunekitError
 from prunekit.models.cache import pretrained
+from prunekit.models.hf import hf_source, is_hf_model, load_hf_model
 from prunekit.models.registry import available, build, model_info
 
 SPEC_FORMS = ("builtin:NAME", "py:FILE.py:FUNCTION", "DIR (written by prunekit.save)", "hf:PATH")
@@ -24,10 +25,14 @@ def load_model(spec: str, *, weights: str | Path | None = None) -> tuple[nn.Modu
       with ``weights``, the untrained architecture with those weights instead.
     - ``py:FILE.py:FUNCTION``: ``FUNCTION()`` from the user's file, which returns an
       ``nn.Module``; ``weights`` is a ``.safetensors`` file loaded into it (strictly).
+    - ``hf:PATH``: a Hugging Face model folder (see ``prunekit.models.hf.load_hf``); its
+      tokenizer comes from ``prunekit.models.hf.load_tokenizer(PATH)``.
     - a directory written by ``prunekit.save``.
 
     The dict is ``{"kind": "builtin", "name", "kwargs", "dataset"}``, ``{"kind": "py", "file",
-    "function", "class", "weights"}`` or the saved directory's own source record.
+    "function", "class", "weights"}``, ``{"kind": "hf", "path", "model_type", "class"}`` (also
+    for a pretrained Hugging Face builtin such as ``minilm``, with its ``name``) or the saved
+    directory's own source record.
     """
     if not isinstance(spec, str) or not spec:
         raise PrunekitError(f"model spec must be a non-empty string; got {spec!r}")
@@ -36,10 +41,7 @@ def load_model(spec: str, *, weights: str | Path | None = None) -> tuple[nn.Modu
     if spec.startswith("py:"):
         return _from_py(spec, weights)
     if spec.startswith("hf:"):
-        raise PrunekitError(
-            f"model spec {spec!r}: hf: models arrive with structured/transformer support; for "
-            f"now use builtin:NAME, py:FILE.py:FUNCTION or a directory written by prunekit.save"
-        )
+        return _from_hf(spec.removeprefix("hf:"), weights)
     if Path(spec).expanduser().is_dir():
         return _from_dir(Path(spec).expanduser(), weights)
     hint = f"; did you mean builtin:{spec}?" if spec in available() else ""
@@ -56,8 +58,22 @@ def _builtin(name: str, weights: str | Path | None) -> tuple[nn.Module, dict[str
     else:
         model = build(name)
         _load_weights(model, weights)
-    source = {"kind": "builtin", "name": name, "kwargs": {}, "dataset": info.dataset}
+    if weights is None and is_hf_model(model):
+        # Saved and reloaded as the Hugging Face folder it came from, not rebuilt by name.
+        return model.eval(), hf_source(model, name=name, dataset=info.data_spec())
+    source = {"kind": "builtin", "name": name, "kwargs": {}, "dataset": info.data_spec()}
     return model.eval(), source
+
+
+def _from_hf(path: str, weights: str | Path | None) -> tuple[nn.Module, dict[str, Any]]:
+    if weights is not None:
+        raise PrunekitError(
+            f"weights: an hf: folder carries its own weights; drop weights={str(weights)!r}"
+        )
+    if not path:
+        raise PrunekitError("model spec 'hf:': name the folder, e.g. hf:./my-model")
+    model = load_hf_model(path)
+    return model, hf_source(model)
 
 
 def _from_py(spec: str, weights: str | Path | None) -> tuple[nn.Module, dict[str, Any]]:

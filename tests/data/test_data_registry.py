@@ -133,14 +133,14 @@ def test_registering_a_dataset_makes_its_spec_valid(monkeypatch: pytest.MonkeyPa
     def load(arg: str | None) -> DataSplits:
         seen.append(arg)
         toy = TensorDataset(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
-        return DataSplits("text", toy, toy, num_classes=1, input_shape=(3,))
+        return DataSplits("toy", toy, toy, num_classes=1, input_shape=(3,))
 
     monkeypatch.setattr(data_registry, "_DATASETS", dict(data_registry._DATASETS))
     data_registry.register_dataset(
-        DatasetInfo("text", load, "one sample per line", arg="FILE", arg_required=True)
+        DatasetInfo("toy", load, "a toy set", arg="FILE", arg_required=True)
     )
-    assert "text" in datasets() and "text:FILE" in accepted_forms()
-    assert load_data("text:corpus.txt").name == "text"
+    assert "toy" in datasets() and "toy:FILE" in accepted_forms()
+    assert load_data("toy:corpus.txt").name == "toy"
     assert seen == ["corpus.txt"]
-    with pytest.raises(PrunekitError, match="text:FILE"):
-        load_data("text")
+    with pytest.raises(PrunekitError, match="toy:FILE"):
+        load_data("toy")

@@ -96,7 +96,7 @@ def test_saved_directory_round_trips(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
-        ("hf:bert-base", "hf: models arrive with structured/transformer support"),
+        ("hf:bert-base", "is not a folder.*nothing is downloaded"),
         ("builtin:resnet50", "lenet300"),
         ("lenet5", "did you mean builtin:lenet5"),
         ("/nonexistent/dir", "builtin:NAME"),

@@ -1,0 +1,210 @@
+"""Text data from a file with one sample per line (the ``text:FILE`` data SPEC).
+
+Split: the non-empty lines in file order; the last ``eval_fraction`` of them (10%, at least one)
+are the held-out ``test`` (evaluation) split, the rest the ``train`` (calibration) split. A
+contiguous tail, not a shuffle, so a document spread over neighbouring lines does not leak from
+one split into the other, and the split depends on nothing but the file.
+
+Two ways to batch (``mode``):
+
+- ``stream``, for causal LMs (the WikiText-perplexity way): each split's lines are tokenized,
+  joined with the tokenizer's EOS (else SEP) token between them and cut into windows of exactly
+  ``seq_len`` tokens (the remainder shorter than a window is dropped). Samples are
+  ``{"input_ids", "attention_mask", "labels"}`` with ``labels`` equal to ``input_ids``.
+- ``lines``, for encoders: each line is one sample, truncated and padded to ``seq_len`` tokens,
+  with what the tokenizer returns (``input_ids``, ``attention_mask``, ``token_type_ids``, …).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from prunekit.errors import PrunekitError
+
+SPLITS = ("train", "test")
+MODES = ("stream", "lines")
+SPLIT_WORDS = {"train": "calibration", "test": "evaluation"}
+
+
+class TensorDictDataset(Dataset):
+    """Samples ``{key: tensors[key][i]}`` over tensors that share their first dimension."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        lengths = {len(t) for t in tensors.values()}
+        assert len(lengths) == 1, "tensors must share their first dimension"
+        self.tensors = tensors
+        self._len = lengths.pop()
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: t[index] for key, t in self.tensors.items()}
+
+
+@dataclass
+class TextSplits:
+    """A text file's two splits, tokenized: ``train`` (calibration) and ``test`` (evaluation).
+
+    Each is a dataset of dict samples of ``seq_len`` tokens (see the module doc for ``mode``);
+    ``lines`` holds each split's raw lines. ``input_shape`` is ``(seq_len,)`` and
+    ``num_classes`` None, as ``DataSplits`` has them.
+    """
+
+    name: str
+    train: TensorDictDataset
+    test: TensorDictDataset
+    lines: dict[str, list[str]]
+    seq_len: int
+    mode: str
+    tokenizer: Any
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.seq_len,)
+
+    @property
+    def num_classes(self) -> None:
+        return None
+
+    def split(self, split: str) -> TensorDictDataset:
+        """The ``train`` (calibration) or ``test`` (evaluation) dataset."""
+        if split not in SPLITS:
+            raise PrunekitError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        return self.train if split == "train" else self.test
+
+    def loader(
+        self,
+        split: str,
+        batch_size: int = 8,
+        shuffle: bool | None = None,
+        seed: int = 0,
+        num_samples: int | None = None,
+    ) -> DataLoader:
+        """Dict batches ``{"input_ids" [B, seq_len], "attention_mask" [B, seq_len], …}``.
+
+        ``num_samples`` keeps the first that many windows (or lines) of the split, before any
+        shuffling. ``shuffle`` defaults to True for ``train`` and False for ``test``; the order
+        depends only on ``seed``.
+        """
+        dataset: Dataset = self.split(split)
+        if batch_size < 1:
+            raise PrunekitError(f"batch_size must be >= 1; got {batch_size}")
+        if num_samples is not None:
+            if num_samples < 1:
+                raise PrunekitError(f"num_samples must be >= 1 or None; got {num_samples}")
+            dataset = Subset(dataset, range(min(num_samples, len(dataset))))
+        if shuffle is None:
+            shuffle = split == "train"
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def split_lines(lines: list[str], eval_fraction: float = 0.1) -> tuple[list[str], list[str]]:
+    """``(train, test)``: the non-empty, stripped lines, the last ``eval_fraction`` held out."""
+    if not 0 < eval_fraction < 1:
+        raise PrunekitError(f"eval_fraction must be in (0, 1); got {eval_fraction}")
+    kept = [line.strip() for line in lines if line.strip()]
+    if len(kept) < 2:
+        raise PrunekitError(
+            f"text: got {len(kept)} non-empty line(s); a calibration and an evaluation split "
+            f"need at least 2"
+        )
+    held_out = max(1, math.ceil(len(kept) * eval_fraction))
+    return kept[:-held_out], kept[-held_out:]
+
+
+def load_text(
+    path: str | Path,
+    *,
+    tokenizer: Any = None,
+    seq_len: int = 128,
+    mode: str = "stream",
+    eval_fraction: float = 0.1,
+) -> TextSplits:
+    """Read, split and tokenize a text file (one sample per line) for ``mode`` batching.
+
+    ``tokenizer``: the model's own Hugging Face tokenizer (``prunekit.models.hf.load_tokenizer``).
+    Raises PrunekitError for a missing file or tokenizer, a bad ``seq_len``/``mode``, or (in
+    ``stream`` mode) a split with fewer tokens than one window.
+    """
+    if tokenizer is None:
+        raise PrunekitError(
+            "tokenizer: text:FILE data needs the model's tokenizer; pass tokenizer= (e.g. "
+            "prunekit.models.hf.load_tokenizer(PATH) for an hf:PATH model)"
+        )
+    if not isinstance(seq_len, int) or seq_len < 2:
+        raise PrunekitError(f"seq_len must be an integer >= 2; got {seq_len!r}")
+    if mode not in MODES:
+        raise PrunekitError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise PrunekitError(f"text: {str(path)!r} is not a file; text:FILE needs a text file")
+    try:
+        raw = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PrunekitError(f"text: cannot read {file} as UTF-8 text: {err}") from err
+    train, test = split_lines(raw.splitlines(), eval_fraction)
+    build = _windows if mode == "stream" else _padded_lines
+    return TextSplits(
+        name=f"text:{file}",
+        train=build(tokenizer, train, seq_len, "train"),
+        test=build(tokenizer, test, seq_len, "test"),
+        lines={"train": train, "test": test},
+        seq_len=seq_len,
+        mode=mode,
+        tokenizer=tokenizer,
+    )
+
+
+def token_stream(tokenizer: Any, lines: list[str]) -> torch.Tensor:
+    """``lines`` tokenized without special tokens, joined by EOS (else SEP): ``[N]`` int64."""
+    separator = getattr(tokenizer, "eos_token_id", None)
+    if separator is None:
+        separator = getattr(tokenizer, "sep_token_id", None)
+    if separator is None:
+        raise PrunekitError(
+            f"tokenizer: {type(tokenizer).__name__} has neither an EOS nor a SEP token to join "
+            f"lines with in stream mode; set tokenizer.eos_token or use mode='lines'"
+        )
+    ids: list[int] = []
+    for line_ids in tokenizer(lines, add_special_tokens=False)["input_ids"]:
+        ids.extend(line_ids)
+        ids.append(separator)
+    return torch.tensor(ids[:-1], dtype=torch.long)
+
+
+def _windows(tokenizer: Any, lines: list[str], seq_len: int, split: str) -> TensorDictDataset:
+    stream = token_stream(tokenizer, lines)
+    count = len(stream) // seq_len
+    if count == 0:
+        raise PrunekitError(
+            f"text: {SPLIT_WORDS[split]} text has {len(stream)} tokens, fewer than one window of "
+            f"seq_len={seq_len} — give more text or lower seq_len"
+        )
+    input_ids = stream[: count * seq_len].view(count, seq_len)
+    return TensorDictDataset(
+        {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "labels": input_ids.clone(),
+        }
+    )
+
+
+def _padded_lines(tokenizer: Any, lines: list[str], seq_len: int, split: str) -> TensorDictDataset:
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        raise PrunekitError(
+            f"tokenizer: {type(tokenizer).__name__} has no padding token, which lines mode needs "
+            f"to pad to seq_len; use mode='stream' for causal LMs or set tokenizer.pad_token"
+        )
+    encoded = tokenizer(
+        lines, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt"
+    )
+    return TensorDictDataset({key: value for key, value in encoded.items()})
