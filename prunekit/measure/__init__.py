@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -28,20 +28,38 @@ from prunekit.measure.counting import (
 from prunekit.measure.latency import Latency, time_models
 from prunekit.measure.macs import MacCount, count_macs
 from prunekit.measure.report import Comparison, Measurement
+from prunekit.measure.retrieval import (
+    RetrievalScore,
+    RetrievalTask,
+    retrieval_scores,
+    wordnet_retrieval,
+)
+from prunekit.measure.text import embed, embedding_fidelity, perplexity
+
+Metrics = Callable[[nn.Module], dict[str, float]]
+"""Task metrics of one model, e.g. ``lambda m: {"perplexity (…settings…)": perplexity(m, d)}``."""
+
 
 __all__ = [
     "Comparison",
     "Latency",
     "MacCount",
     "Measurement",
+    "RetrievalScore",
+    "RetrievalTask",
     "compare",
     "count_macs",
     "count_nonzeros",
     "count_params",
+    "embed",
+    "embedding_fidelity",
     "measure",
     "per_layer_sparsity",
+    "perplexity",
+    "retrieval_scores",
     "time_models",
     "top1_accuracy",
+    "wordnet_retrieval",
 ]
 
 
@@ -55,6 +73,8 @@ def measure(
     artifact: bool = True,
     min_run_time: float = 0.5,
     num_samples: int | None = None,
+    accuracy: bool = True,
+    metrics: Metrics | None = None,
 ) -> Measurement:
     """Measure ``model`` without changing it (modes restored, no hooks left, weights untouched).
 
@@ -63,10 +83,20 @@ def measure(
     ``example_inputs`` (a tensor, a tuple of positional tensors or a dict of keyword tensors)
     or else on the first batch of ``data``, cut or repeated to batch 1 for MACs and to each of
     ``batch_sizes`` for latency (each timed for ``min_run_time`` seconds). ``artifact``: also
-    save the model to a temporary directory to count its bytes on disk.
+    save the model to a temporary directory to count its bytes on disk. ``accuracy=False``
+    skips top-1 accuracy (e.g. for language-model windows whose labels are the inputs);
+    ``metrics(model)`` adds task metrics, each name stating its evaluation settings.
     """
     inputs = _inputs(data, example_inputs)
-    result = _static(model, data, inputs, artifact=artifact, num_samples=num_samples)
+    result = _static(
+        model,
+        data,
+        inputs,
+        artifact=artifact,
+        num_samples=num_samples,
+        accuracy=accuracy,
+        metrics=metrics,
+    )
     if latency and inputs is not None:
         (timed,) = time_models([model], inputs, batch_sizes=batch_sizes, min_run_time=min_run_time)
         result = _with_latency(result, timed)
@@ -84,6 +114,8 @@ def compare(
     artifact: bool = True,
     min_run_time: float = 0.5,
     num_samples: int | None = None,
+    accuracy: bool = True,
+    metrics: Metrics | None = None,
 ) -> Comparison:
     """Measure ``before`` and ``after`` on the same inputs; see ``measure`` for the arguments.
 
@@ -91,7 +123,12 @@ def compare(
     same machine load and the after/before ratios are side by side.
     """
     inputs = _inputs(data, example_inputs)
-    kwargs = {"artifact": artifact, "num_samples": num_samples}
+    kwargs = {
+        "artifact": artifact,
+        "num_samples": num_samples,
+        "accuracy": accuracy,
+        "metrics": metrics,
+    }
     results = [_static(m, data, inputs, **kwargs) for m in (before, after)]
     if latency and inputs is not None:
         timed = time_models(
@@ -121,6 +158,8 @@ def _static(
     *,
     artifact: bool,
     num_samples: int | None,
+    accuracy: bool = True,
+    metrics: Metrics | None = None,
 ) -> Measurement:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
@@ -137,7 +176,9 @@ def _static(
     if inputs is not None:
         macs = count_macs(model, resize(inputs, 1))
         result.macs, result.effective_macs = macs.dense, macs.effective
-    if data is not None:
+    if metrics is not None:
+        result.metrics = {name: float(v) for name, v in metrics(model).items()}
+    if data is not None and accuracy:
         acc = top1_accuracy(model, data, num_samples=num_samples)
         if acc is not None:
             result.accuracy, result.accuracy_samples = acc

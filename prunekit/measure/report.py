@@ -24,6 +24,7 @@ class Measurement:
     per parameter. ``artifact_bytes``: size of the ``pk.save`` directory. ``macs`` and
     ``effective_macs``: per sample (one forward pass at batch 1); effective scales each
     Linear/Conv by its weight density. ``latency_ms``: batch size -> median ms per forward pass.
+    ``metrics``: task metrics (perplexity, retrieval recall…), each name stating its settings.
     """
 
     params: int
@@ -40,6 +41,7 @@ class Measurement:
     latency_ms: dict[int, float] | None = None
     threads: int | None = None
     latency_method: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (latency batch sizes become string keys)."""
@@ -72,6 +74,8 @@ class Comparison:
     def ratios(self) -> dict[str, float | None]:
         """after / before for counts, bytes, MACs and ``latency_b{N}_ms``; None if undefined."""
         out = {f: _ratio(getattr(self.before, f), getattr(self.after, f)) for f in RATIO_FIELDS}
+        for name, value in self.after.metrics.items():
+            out[name] = _ratio(self.before.metrics.get(name), value)
         for size in _batch_sizes(self.before, self.after):
             out[f"latency_b{size}_ms"] = _ratio(
                 (self.before.latency_ms or {}).get(size), (self.after.latency_ms or {}).get(size)
@@ -113,7 +117,9 @@ Row = tuple[str, Getter, Callable[[Any], str], Callable[[Any, Any], str]]
 
 
 def _rows(*ms: Measurement) -> list[Row]:
-    rows: list[Row] = [
+    names = list(dict.fromkeys(n for m in ms for n in m.metrics))
+    rows: list[Row] = [(n, _metric_getter(n), _num, _ratio_str) for n in names]
+    rows += [
         ("accuracy (%)", lambda m: m.accuracy, _pct, _delta_pp),
         ("parameters", lambda m: m.params, _int, _ratio_str),
         ("non-zeros", lambda m: m.nonzeros, _int, _ratio_str),
@@ -127,6 +133,14 @@ def _rows(*ms: Measurement) -> list[Row]:
     for size in _batch_sizes(*ms):
         rows.append((f"latency b={size} (ms)", _latency_getter(size), _ms, _ratio_str))
     return rows
+
+
+def _metric_getter(name: str) -> Getter:
+    return lambda m: m.metrics.get(name)
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4g}"
 
 
 def _latency_getter(size: int) -> Getter:
