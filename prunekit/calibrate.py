@@ -8,6 +8,7 @@ and never steps an optimizer: afterwards the model is bit-identical to before.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -58,7 +59,23 @@ class _StopForward(Exception):
     """Raised by a hook to end a forward pass once the wanted inputs were recorded."""
 
 
-Call = tuple[tuple[Any, ...], dict[str, Any]]
+@dataclass(frozen=True)
+class Call:
+    """One recorded call of a block: its inputs, and which of the batch's token positions are
+    real (the attention mask ``[B, T]``; None when the batch has no padding information)."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    tokens: torch.Tensor | None = None
+
+
+def token_mask(inputs: Any) -> torch.Tensor | None:
+    """``attention_mask`` as bool ``[B, T]`` for dict inputs that carry one, else None."""
+    if isinstance(inputs, dict):
+        mask = inputs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            return mask.bool()
+    return None
 
 
 def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
@@ -97,9 +114,10 @@ def capture_block_inputs(
     inputs (the hidden states, attention masks, position embeddings…). The hook is always removed.
     """
     calls: list[Call] = []
+    tokens: list[torch.Tensor | None] = [None]
 
     def record(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        calls.append((_detach(args), _detach(kwargs)))
+        calls.append(Call(_detach(args), _detach(kwargs), tokens[0]))
         raise _StopForward
 
     handle = block.register_forward_pre_hook(record, with_kwargs=True)
@@ -108,6 +126,7 @@ def capture_block_inputs(
         with torch.no_grad():
             for batch in take_samples(data, num_samples):
                 inputs, _ = split_batch(batch)
+                tokens[0] = token_mask(inputs)
                 try:
                     if isinstance(inputs, dict):
                         model(**inputs, **extra)
@@ -124,18 +143,17 @@ def capture_block_inputs(
 
 def run_block(block: nn.Module, call: Call) -> torch.Tensor:
     """Run one recorded call through ``block``; returns its hidden-state output."""
-    args, kwargs = call
-    out = block(*args, **kwargs)
+    out = block(*call.args, **call.kwargs)
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def next_call(call: Call, hidden: torch.Tensor) -> Call:
     """The call the following block receives: the new hidden states, the same other inputs."""
-    args, kwargs = call
+    args, kwargs = call.args, call.kwargs
     if args:
-        return (hidden, *args[1:]), kwargs
+        return Call((hidden, *args[1:]), kwargs, call.tokens)
     key = "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
-    return args, {**kwargs, key: hidden}
+    return Call(args, {**kwargs, key: hidden}, call.tokens)
 
 
 class input_hooks:

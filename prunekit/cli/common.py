@@ -21,24 +21,54 @@ def show(text: str) -> None:
     console.print(text, soft_wrap=True, highlight=False, markup=False)
 
 
-def resolve_data(spec: str | None, source: dict[str, Any], needed: bool) -> DataSplits | None:
-    """``--data`` if given, else the dataset a builtin model was trained on."""
+def resolve_data(
+    spec: str | None,
+    source: dict[str, Any],
+    needed: bool,
+    model: Any = None,
+    seq_len: int = 128,
+) -> Any:
+    """``--data`` if given, else the dataset a builtin model was trained on.
+
+    ``text:FILE`` is tokenized with the model's own tokenizer: fixed windows for a causal LM,
+    one sample per line for an encoder.
+    """
     spec = spec or source.get("dataset")
     if spec is None:
         if needed:
             raise PrunekitError(
                 "--data: this command needs data for this model; pass --data SPEC "
-                "(e.g. --data digits, --data fashion-mnist, --data py:FILE.py:FUNCTION)"
+                "(e.g. --data digits, --data fashion-mnist, --data text:FILE, "
+                "--data py:FILE.py:FUNCTION)"
             )
         return None
-    return load_data(spec)
+    if not spec.startswith("text:"):
+        return load_data(spec)
+    if source.get("kind") != "hf":
+        raise PrunekitError(
+            f"--data {spec}: text needs a Hugging Face model with a tokenizer (hf:PATH, "
+            f"builtin:gpt-tiny, builtin:minilm); got a {source.get('kind')} model"
+        )
+    from prunekit.models.hf import is_decoder, load_tokenizer
+
+    decoder = is_decoder(getattr(model, "config", None))
+    return load_data(
+        spec,
+        tokenizer=load_tokenizer(source["path"]),
+        seq_len=seq_len,
+        mode="stream" if decoder else "lines",
+    )
+
+
+def is_text(splits: Any) -> bool:
+    return hasattr(splits, "tokenizer")
 
 
 def loaders(splits: DataSplits, batch_size: int, seed: int) -> tuple[DataLoader, DataLoader]:
     """(train, test) loaders; train shuffled under ``seed``."""
     return (
         splits.loader("train", batch_size=batch_size, seed=seed),
-        splits.loader("test", batch_size=256),
+        splits.loader("test", batch_size=16 if is_text(splits) else 256),
     )
 
 

@@ -9,10 +9,19 @@ from typing import Any
 
 import typer
 
-from prunekit.cli.common import console, loaders, print_json, resolve_data, show, write_reports
+from prunekit.cli.common import (
+    console,
+    is_text,
+    loaders,
+    print_json,
+    resolve_data,
+    show,
+    write_reports,
+)
 from prunekit.io import save
 from prunekit.measure import compare
 from prunekit.measure.accuracy import top1_accuracy
+from prunekit.measure.tasks import text_metrics
 from prunekit.prune import prune_
 from prunekit.prune.schedule import SCHEDULES, make_schedule
 from prunekit.registry import get_method
@@ -38,6 +47,8 @@ def prune(
         None, "--ignore", help="Layers to leave alone (repeatable)."
     ),
     weights: str | None = typer.Option(None, help="A .safetensors file for py: models."),
+    seq_len: int = typer.Option(128, help="Tokens per window or line for text:FILE data."),
+    num_samples: int | None = typer.Option(None, help="Calibration samples (method default)."),
     seed: int = typer.Option(0, help="Seed for data order and random choices."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
 ) -> None:
@@ -55,21 +66,31 @@ def prune(
         fields["targets"] = list(target)
     if ignore:
         fields["ignore"] = list(ignore)
+    if num_samples is not None:
+        fields["num_samples"] = num_samples
     config = info.config(**fields)
     plan = make_schedule(schedule)
     net, source = load_model(model, weights=weights)
-    splits = resolve_data(data, source, needed=True)
-    assert splits is not None
-    train, test = loaders(splits, batch_size, seed)
+    splits = resolve_data(data, source, needed=True, model=net, seq_len=seq_len)
+    text = is_text(splits)
+    train, test = loaders(splits, 8 if text else batch_size, seed)
     dense = copy.deepcopy(net)
 
     start = time.perf_counter()
     report: dict[str, Any] = {"model": model, "data": splits.name, "config": config.to_dict()}
+    if text:
+        report["evaluation"] = {
+            "split": "test",
+            "seq_len": seq_len,
+            "mode": splits.mode,
+            "calibration_samples": getattr(config, "num_samples", None),
+            "test_samples": len(splits.test),
+        }
     with console.status(f"pruning with {info.name}…", spinner="dots"):
         gradual = finetune_epochs > 0 and (schedule != "oneshot" or config.needs_training)
         if not gradual:
             report["prune"] = prune_(net, config, data=train).to_dict()
-            report["accuracy_after_prune"] = _acc(net, test)
+            report["accuracy_after_prune"] = None if text else _acc(net, test)
     if finetune_epochs > 0:
         ft = finetune_(
             net,
@@ -84,9 +105,15 @@ def prune(
         report["finetune"] = ft.to_dict()
     report["seconds"] = time.perf_counter() - start
     with console.status("measuring before/after (accuracy, bytes, MACs, latency)…"):
-        comparison = compare(dense, net, test)
+        metrics = text_metrics(splits, dense, retrieval_queries=_queries(source)) if text else None
+        comparison = compare(dense, net, test, accuracy=not text, metrics=metrics)
     report["comparison"] = comparison.to_dict()
-    save(net, out / "model", source={**source, "pruned_with": config.to_dict()})
+    save(
+        net,
+        out / "model",
+        source={**source, "pruned_with": config.to_dict()},
+        tokenizer=splits.tokenizer if text else None,
+    )
     title = f"# prunekit prune: {model}, {info.name}, {config.target_sparsity:.0%} {pattern}\n\n"
     write_reports(out, report, title + comparison.to_markdown())
     if json_out:
@@ -94,6 +121,11 @@ def prune(
     else:
         show(str(comparison))
         console.print(f"wrote {out / 'model'}, {out / 'report.json'}, {out / 'report.md'}")
+
+
+def _queries(source: dict[str, Any]) -> int:
+    # The WordNet retrieval task is the encoder benchmark of builtin:minilm.
+    return 1000 if source.get("name") == "minilm" else 0
 
 
 def _acc(model: Any, data: Any) -> float | None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import torch
@@ -23,9 +24,12 @@ from prunekit.calibrate import (
     capture_block_inputs,
     find_blocks,
     input_hooks,
+    model_call_kwargs,
     next_call,
     run_block,
+    token_mask,
 )
+from prunekit.data.batches import split_batch, take_samples
 from prunekit.errors import PrunekitError
 from prunekit.layout import as_matrix, from_matrix, input_rows
 from prunekit.prune.allocation import exact_counts, outlier_ratio, owl_sparsities
@@ -95,20 +99,33 @@ def _drop_unsupported(groups: list[Group], explicit: bool) -> tuple[list[Group],
     return kept_groups, skipped
 
 
+Run = tuple[torch.Tensor | None, Callable[[], object]]  # (real-token mask [B, T], a forward)
+
+
 def _calibrate(
-    solver: CalibrationSolver, layers: dict[str, nn.Module], runs: Iterable[None]
+    solver: CalibrationSolver, layers: dict[str, nn.Module], runs: Iterable[Run]
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """Statistics of each layer's inputs over the forward passes that ``runs`` performs."""
+    """Statistics of each layer's inputs over the forward passes in ``runs``.
+
+    Padding positions are left out: with one padded line per sample most positions of a batch
+    can be padding, and their activations would otherwise dominate ‖X‖ and XXᵀ.
+    """
     stats = {n: solver.new_stats(as_matrix(m, m.weight).shape[1]) for n, m in layers.items()}
     seen: set[str] = set()
+    current: list[torch.Tensor | None] = [None]
 
     def observe(name: str, x: torch.Tensor) -> None:
         seen.add(name)
-        solver.accumulate(stats[name], input_rows(layers[name], x))
+        rows = input_rows(layers[name], x)
+        mask = current[0]
+        if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+            rows = rows[mask.reshape(-1)]
+        solver.accumulate(stats[name], rows)
 
     with input_hooks(layers, observe):
-        for _ in runs:
-            pass
+        for mask, forward in runs:
+            current[0] = mask
+            forward()
     missed = [n for n in layers if n not in seen]
     if missed:
         # e.g. nn.MultiheadAttention reads out_proj.weight without calling out_proj: its inputs
@@ -121,24 +138,19 @@ def _calibrate(
     return stats
 
 
-def _run_calls(block: nn.Module, calls: list[Call]) -> Iterable[None]:
+def _run_calls(block: nn.Module, calls: list[Call]) -> Iterable[Run]:
     for call in calls:
-        run_block(block, call)
-        yield
+        yield call.tokens, partial(run_block, block, call)
 
 
-def _run_data(model: nn.Module, data: Iterable[Any], num_samples: int) -> Iterable[None]:
-    from prunekit.calibrate import model_call_kwargs
-    from prunekit.data.batches import split_batch, take_samples
-
+def _run_data(model: nn.Module, data: Iterable[Any], num_samples: int) -> Iterable[Run]:
     extra = model_call_kwargs(model)
     for batch in take_samples(data, num_samples):
         inputs, _ = split_batch(batch)
         if isinstance(inputs, dict):
-            model(**inputs, **extra)
+            yield token_mask(inputs), partial(model, **inputs, **extra)
         else:
-            model(inputs)
-        yield
+            yield None, partial(model, inputs)
 
 
 def _layer_sparsities(
@@ -276,8 +288,8 @@ def _drop_uncalled(
     model.eval()
     try:
         with input_hooks(layers, lambda n, _x: called.add(n)):
-            for _ in _run_data(model, data, 1):
-                pass
+            for _, forward in _run_data(model, data, 1):
+                forward()
     finally:
         model.train(was_training)
     out, uncalled = [], [n for n in layers if n not in called]
