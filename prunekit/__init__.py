@@ -6,6 +6,7 @@ pk.finetune_(model, train_batches, epochs=2)
 print(pk.compare(dense, model, data=val_batches))
 """
 
+from prunekit import data, models
 from prunekit.config import BaseConfig, PruneConfig
 from prunekit.errors import DataNotFoundError, PrunekitError
 from prunekit.io import load, save
@@ -49,10 +50,12 @@ __all__ = [
     "WandaConfig",
     "__version__",
     "compare",
+    "data",
     "finetune_",
     "load",
     "measure",
     "methods",
+    "models",
     "prune_",
     "save",
     "teacher_copy",
