@@ -59,6 +59,8 @@ def transformers_module() -> ModuleType:
         raise PrunekitError(
             "Hugging Face models need transformers; pip install 'prunekit[hf]'"
         ) from None
+    # Its per-file progress bars ("Loading weights", "Writing model shards") drown our own.
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
