@@ -173,3 +173,79 @@ def test_prune_gradually_with_agp_from_the_cli(tmp_path, capsys):
     steps = [p["sparsity"] for p in report["finetune"]["pruning"]]
     assert len(steps) > 2 and steps == sorted(steps) and steps[-1] == pytest.approx(0.75)
     assert report["finetune"]["history"][-1]["sparsity"] == pytest.approx(0.75, abs=1e-3)
+
+
+def _hf_folder(tmp_path, build):
+    from tests.models.test_hf import VOCAB, tiny_tokenizer
+
+    folder = tmp_path / "hf"
+    model = build(len(VOCAB)) if build.__name__ == "tiny_gpt2" else build()
+    model.save_pretrained(str(folder))
+    tiny_tokenizer(tmp_path).save_pretrained(str(folder))
+    text = tmp_path / "text.txt"
+    words = [w for w in VOCAB if w.isalpha()]
+    lines = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(60)]
+    text.write_text("\n".join(lines) + "\n")
+    return folder, text
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_prune_a_hugging_face_causal_lm_on_text(tmp_path, capsys, method):
+    import transformers
+
+    from tests.models.test_hf import tiny_gpt2
+
+    folder, text = _hf_folder(tmp_path, tiny_gpt2)
+    out = tmp_path / "run"
+    code = main(
+        [
+            "prune",
+            "--model",
+            f"hf:{folder}",
+            "--method",
+            method,
+            "--pattern",
+            "2:4",
+            "--data",
+            f"text:{text}",
+            "--seq-len",
+            "16",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["evaluation"]["seq_len"] == 16 and report["evaluation"]["split"] == "test"
+    (name,) = [k for k in report["comparison"]["after"]["metrics"] if k.startswith("perplexity")]
+    assert "16 tokens" in name and "test split" in name
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out / "model")
+    c_fc = reloaded.transformer.h[0].mlp.c_fc.weight  # Conv1D: [in, out]; groups run along in
+    assert torch.all((c_fc.t().reshape(-1, 4) == 0).sum(dim=1) == 2)
+    assert (
+        reloaded.transformer.wte.weight.count_nonzero() == reloaded.transformer.wte.weight.numel()
+    )
+    assert transformers.AutoTokenizer.from_pretrained(out / "model") is not None
+
+
+def test_text_shorter_than_one_window_is_a_clear_error(tmp_path, capsys):
+    from tests.models.test_hf import tiny_gpt2
+
+    folder, text = _hf_folder(tmp_path, tiny_gpt2)
+    text.write_text("short\nlines\n")
+    code = main(
+        [
+            "prune",
+            "--model",
+            f"hf:{folder}",
+            "--method",
+            "wanda",
+            "--data",
+            f"text:{text}",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2
+    assert "window" in capsys.readouterr().err
