@@ -68,7 +68,12 @@ def gpt_tiny_task() -> tuple[nn.Module, Any, Any, str]:
         return {"perplexity": perplexity(m, evaluation)}
 
     setting = f"perplexity on {len(wins)} held-out windows × {SEQ_LEN} tokens"
-    return model, calib.loader("train", batch_size=8), score, setting
+    return (
+        model,
+        list(take_samples(calib.loader("train", batch_size=8), CALIBRATION)),
+        score,
+        setting,
+    )
 
 
 def minilm_task() -> tuple[nn.Module, Any, Any, str]:
@@ -90,7 +95,12 @@ def minilm_task() -> tuple[nn.Module, Any, Any, str]:
         f"retrieval on {task.name} (1,000 held-out definitions → words); fidelity on "
         f"{len(splits.test)} held-out gloss lines"
     )
-    return model, splits.loader("train", batch_size=32), score, setting
+    return (
+        model,
+        list(take_samples(splits.loader("train", batch_size=32), CALIBRATION)),
+        score,
+        setting,
+    )
 
 
 TASKS = {"gpt-tiny": gpt_tiny_task, "minilm": minilm_task}

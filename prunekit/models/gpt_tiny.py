@@ -1,10 +1,13 @@
 """``builtin:gpt-tiny``: a GPT-2-style causal LM trained from scratch on the fortunes corpus.
 
 No pretrained causal LM (nor GPT-2's vocabulary) is available offline, so the first use trains
-one: a byte-level BPE tokenizer on the corpus's train split, then a 4-layer, 256-wide
-``GPT2LMHeadModel`` (4.3M parameters, tied embeddings, every Linear/Conv1D in-width a multiple
+one: a byte-level BPE tokenizer on the corpus's train split, then a 4-layer, 128-wide
+``GPT2LMHeadModel`` (1.35M parameters, tied embeddings, every Linear/Conv1D in-width a multiple
 of 8 so N:M patterns apply) on random 128-token windows of the train split, AdamW with warm-up
-+ cosine, seeded — a few minutes on two CPU cores. The result is cached as a Hugging Face
++ cosine, seeded — a few minutes on two CPU cores. The budget is set so that the blocks carry
+the model: a 256-wide model trained for 200 steps reached perplexity 418 (unigram: 965), and
+pruning 70% of its block weights moved that by 1%, so it could not tell pruning methods apart;
+this recipe reaches 156 on the held-out split. The result is cached as a Hugging Face
 folder (``config.json``, ``model.safetensors``, tokenizer files, ``prunekit.json``), so
 ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load it too.
 
@@ -50,14 +53,14 @@ class GPTTinyRecipe:
 
     vocab_size: int = 4096
     n_layer: int = 4
-    n_embd: int = 256
+    n_embd: int = 128
     n_head: int = 4
     n_positions: int = 256
     seq_len: int = 128
     batch_size: int = 16
-    max_steps: int = 200
-    lr: float = 2e-3
-    warmup_steps: int = 20
+    max_steps: int = 1000
+    lr: float = 3e-3
+    warmup_steps: int = 50
     weight_decay: float = 0.1
     max_grad_norm: float = 1.0
     seed: int = 0

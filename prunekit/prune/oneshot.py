@@ -232,6 +232,11 @@ def prune_calibrated_(
             f"data: {info.name} needs calibration batches (e.g. tokenized text windows); "
             f"pass data=..."
         )
+    # Read the calibration samples once: every pass (OWL's dense pass, the pruning pass) must see
+    # the same ones, and a shuffling DataLoader draws a new order each time it is iterated.
+    data = list(take_samples(data, config.num_samples))
+    if not data:
+        raise PrunekitError("data: got no calibration batches; pass at least one batch")
     solver: CalibrationSolver = info.impl(config)
     groups, skipped = _drop_unsupported(_groups(model, config), config.targets is not None)
     groups, uncalled = _drop_uncalled(model, groups, data, config)

@@ -40,7 +40,7 @@ def test_has_the_intended_parameter_count_and_tied_head() -> None:
     # token + position embeddings, per block 12·d² weights + 13·d biases/norms, final norm
     expected = r.vocab_size * d + r.n_positions * d + layers * (12 * d * d + 13 * d) + 2 * d
     model = build("gpt-tiny")
-    assert sum(p.numel() for p in model.parameters()) == expected == 4_273_664
+    assert sum(p.numel() for p in model.parameters()) == expected == 1_350_400
     assert model.lm_head.weight is model.transformer.wte.weight
 
 

@@ -198,3 +198,15 @@ def test_multihead_attention_out_proj_is_skipped_not_guessed():
     assert "self_attn.out_proj" in report.extra["skipped"]
     assert torch.equal(block.self_attn.out_proj.weight, out_proj)
     assert report.per_layer["linear1"] == 0.5
+
+
+def test_calibration_reads_its_samples_once_so_every_pass_sees_the_same_ones():
+    # OWL's dense pass, the probe for uncalled layers and the pruning pass all read the data; a
+    # one-shot generator (or a shuffling loader, which draws a new order each time) must give
+    # them the same samples.
+    data = _tokens(n=16)
+    config = pk.WandaConfig(sparsity=0.5, num_samples=8, allocation="owl")
+    a, b = _gpt2(), _gpt2()
+    pk.prune_(a, config, data=data)
+    pk.prune_(b, config, data=(batch for batch in data))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
