@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
+from prunekit.data.splits import Splits
 from prunekit.errors import PrunekitError
 
-SPLITS = ("train", "test")
 MODES = ("stream", "lines")
 SPLIT_WORDS = {"train": "calibration", "test": "evaluation"}
 
@@ -49,7 +49,7 @@ class TensorDictDataset(Dataset):
 
 
 @dataclass
-class TextSplits:
+class TextSplits(Splits):
     """A text file's two splits, tokenized: ``train`` (calibration) and ``test`` (evaluation).
 
     Each is a dataset of dict samples of ``seq_len`` tokens (see the module doc for ``mode``);
@@ -64,6 +64,7 @@ class TextSplits:
     seq_len: int
     mode: str
     tokenizer: Any
+    default_batch_size = 8
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -72,38 +73,6 @@ class TextSplits:
     @property
     def num_classes(self) -> None:
         return None
-
-    def split(self, split: str) -> TensorDictDataset:
-        """The ``train`` (calibration) or ``test`` (evaluation) dataset."""
-        if split not in SPLITS:
-            raise PrunekitError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-        return self.train if split == "train" else self.test
-
-    def loader(
-        self,
-        split: str,
-        batch_size: int = 8,
-        shuffle: bool | None = None,
-        seed: int = 0,
-        num_samples: int | None = None,
-    ) -> DataLoader:
-        """Dict batches ``{"input_ids" [B, seq_len], "attention_mask" [B, seq_len], …}``.
-
-        ``num_samples`` keeps the first that many windows (or lines) of the split, before any
-        shuffling. ``shuffle`` defaults to True for ``train`` and False for ``test``; the order
-        depends only on ``seed``.
-        """
-        dataset: Dataset = self.split(split)
-        if batch_size < 1:
-            raise PrunekitError(f"batch_size must be >= 1; got {batch_size}")
-        if num_samples is not None:
-            if num_samples < 1:
-                raise PrunekitError(f"num_samples must be >= 1 or None; got {num_samples}")
-            dataset = Subset(dataset, range(min(num_samples, len(dataset))))
-        if shuffle is None:
-            shuffle = split == "train"
-        generator = torch.Generator().manual_seed(seed)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
 def split_lines(lines: list[str], eval_fraction: float = 0.1) -> tuple[list[str], list[str]]:

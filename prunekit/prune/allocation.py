@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.prune.plan import num_to_prune
+from prunekit.prune.plan import num_to_prune, split_count
 
 
 def outlier_ratio(scores: list[torch.Tensor], threshold: float) -> float:
@@ -31,18 +31,7 @@ def owl_sparsities(ratios: list[float], target: float, lam: float) -> list[float
 
 
 def exact_counts(sparsities: list[float], sizes: list[int], target: float) -> list[int]:
-    """Weights to remove per group: close to ``sparsities``, adding up exactly to
-    ``round(target · Σ sizes)`` (largest-remainder rounding, capped at each group's size)."""
-    total = num_to_prune(sum(sizes), target)
-    desired = [s * n for s, n in zip(sparsities, sizes, strict=True)]
-    scale = total / sum(desired) if sum(desired) > 0 else 0.0
-    desired = [min(d * scale, n) for d, n in zip(desired, sizes, strict=True)]
-    counts = [int(d) for d in desired]
-    order = sorted(range(len(sizes)), key=lambda i: counts[i] - desired[i])
-    while sum(counts) < total:
-        for i in order:
-            if sum(counts) >= total:
-                break
-            if counts[i] < sizes[i]:
-                counts[i] += 1
-    return counts
+    """Weights to remove per group: in proportion to ``sparsities`` × size, adding up exactly to
+    ``round(target · Σ sizes)``, each capped at its group's size."""
+    weights = [s * n for s, n in zip(sparsities, sizes, strict=True)]
+    return split_count(num_to_prune(sum(sizes), target), sizes, weights)

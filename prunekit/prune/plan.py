@@ -31,20 +31,23 @@ def unstructured_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return _drop_lowest(flat, num_to_prune(flat.numel(), sparsity)).reshape(scores.shape)
 
 
-def split_count(total: int, sizes: list[int]) -> list[int]:
-    """Share ``total`` removals among parts of ``sizes`` in proportion (largest remainder), so the
-    parts add up to ``total`` exactly and each gets at most its size."""
-    whole = sum(sizes)
-    if whole == 0:
+def split_count(total: int, sizes: list[int], weights: list[float] | None = None) -> list[int]:
+    """Share ``total`` removals among parts of ``sizes`` in proportion to ``weights`` (default:
+    the sizes), each part at most its size; largest-remainder rounding, so the counts add up to
+    ``total`` exactly (when the sizes allow it)."""
+    weights = list(sizes) if weights is None else weights
+    whole = sum(weights)
+    if whole <= 0:
         return [0] * len(sizes)
-    exact = [total * s / whole for s in sizes]
-    counts = [min(int(e), s) for e, s in zip(exact, sizes, strict=True)]
+    exact = [min(total * w / whole, s) for w, s in zip(weights, sizes, strict=True)]
+    counts = [int(e) for e in exact]
     order = sorted(range(len(sizes)), key=lambda i: (counts[i] - exact[i], i))
-    for i in order:
-        if sum(counts) >= total:
-            break
-        if counts[i] < sizes[i]:
-            counts[i] += 1
+    while sum(counts) < min(total, sum(sizes)):
+        for i in order:
+            if sum(counts) >= total:
+                break
+            if counts[i] < sizes[i]:
+                counts[i] += 1
     return counts
 
 

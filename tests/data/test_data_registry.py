@@ -53,18 +53,22 @@ def test_loader_defaults_shuffle_train_only() -> None:
     assert labels_of(data.loader("train", shuffle=False)) == data.train.tensors[1].tolist()
 
 
-def test_loader_batches_and_limit() -> None:
+def test_loader_batches_and_num_samples() -> None:
     data = load_data("digits")
     x, y = next(iter(data.loader("test", batch_size=32)))
     assert x.shape == (32, 1, 8, 8) and y.shape == (32,)
-    limited = data.loader("train", batch_size=40, limit=100, shuffle=False)
+    limited = data.loader("train", batch_size=40, num_samples=100, shuffle=False)
     assert [len(y) for _, y in limited] == [40, 40, 20]
     assert labels_of(limited) == data.train.tensors[1][:100].tolist()
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"split": "val"}, "split"), ({"batch_size": 0}, "batch_size"), ({"limit": 0}, "limit")],
+    [
+        ({"split": "val"}, "split"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"num_samples": 0}, "num_samples"),
+    ],
 )
 def test_loader_rejects_bad_arguments(kwargs: dict, match: str) -> None:
     args = {"split": "train", **kwargs}
