@@ -167,6 +167,11 @@ def _check_source(model: nn.Module, source: dict[str, Any] | None) -> dict[str, 
     if source is None and is_hf_model(model):
         return hf_source(model)
     if source is None:
+        from prunekit.models.registry import builtin_source
+
+        builtin = builtin_source(model)
+        if builtin is not None:
+            return builtin
         cls = type(model)
         return {"kind": "user", "class": f"{cls.__module__}.{cls.__qualname__}"}
     if not isinstance(source, Mapping) or not isinstance(source.get("kind"), str):

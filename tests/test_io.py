@@ -282,3 +282,15 @@ def test_artifact_bytes_is_the_sum_of_file_sizes(tmp_path: Path) -> None:
     assert sizes[1] > 4 * params  # fp32 data plus the safetensors header
     with pytest.raises(PrunekitError, match="not an artifact directory"):
         pio.artifact_bytes(tmp_path / "missing")
+
+
+def test_a_builtin_architecture_saved_without_a_source_loads_by_itself(tmp_path):
+    from prunekit.models import LeNet5
+
+    torch.manual_seed(0)
+    model = LeNet5().eval()
+    pio.save(model, tmp_path / "m")
+    loaded = pio.load(tmp_path / "m")  # no model= needed: the manifest names builtin:lenet5
+    assert isinstance(loaded, LeNet5)
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))

@@ -98,6 +98,23 @@ def model_info(name: str) -> ModelInfo:
     return info
 
 
+def builtin_source(model: nn.Module) -> dict[str, object] | None:
+    """``{"kind": "builtin", …}`` when ``model`` is a registered example architecture with its
+    default shapes (so ``prunekit.load`` can rebuild it by name), else None."""
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for info in _MODELS.values():
+        if info.factory is type(model):
+            reference = info.factory()
+            if {k: tuple(v.shape) for k, v in reference.state_dict().items()} == shapes:
+                return {
+                    "kind": "builtin",
+                    "name": info.name,
+                    "kwargs": {},
+                    "dataset": info.data_spec(),
+                }
+    return None
+
+
 def build(name: str, **kwargs: object) -> nn.Module:
     """A fresh, untrained instance of the registered model ``name`` (kwargs go to its class)."""
     info = model_info(name)
