@@ -14,6 +14,7 @@ from torch import nn
 
 import prunekit.io as pio
 from prunekit.errors import PrunekitError
+from tests.zoo import SmallCNNBN as CNNBN
 
 
 class MLP(nn.Module):
@@ -24,17 +25,6 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(torch.relu(self.fc1(x)))
-
-
-class CNNBN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.head = nn.Linear(4 * 8 * 8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.bn(self.conv(x))).flatten(1))
 
 
 class TiedLM(nn.Module):

@@ -35,6 +35,19 @@ class CNNBN(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
+class SmallCNNBN(nn.Module):
+    """One conv + BatchNorm + a linear head, for tests that need exact hand-countable shapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
 class Residual(nn.Module):
     def __init__(self) -> None:
         super().__init__()

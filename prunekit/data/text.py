@@ -143,7 +143,7 @@ def token_stream(tokenizer: Any, lines: list[str]) -> torch.Tensor:
             f"lines with in stream mode; set tokenizer.eos_token or use mode='lines'"
         )
     ids: list[int] = []
-    for line_ids in tokenizer(lines, add_special_tokens=False)["input_ids"]:
+    for line_ids in tokenizer(lines, add_special_tokens=False, verbose=False)["input_ids"]:
         ids.extend(line_ids)
         ids.append(separator)
     return torch.tensor(ids[:-1], dtype=torch.long)
