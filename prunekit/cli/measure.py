@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from prunekit.cli.common import print_json, resolve_data, show
+from prunekit.cli.common import is_text, print_json, resolve_data, show
 from prunekit.measure import measure as measure_model
+from prunekit.measure.tasks import text_metrics
 from prunekit.models import load_model
 
 
@@ -17,12 +18,22 @@ def measure(
     weights: str | None = typer.Option(None, help="A .safetensors file for py: models."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     latency: bool = typer.Option(True, help="Measure CPU latency (takes a few seconds)."),
+    seq_len: int = typer.Option(128, help="Tokens per window or line for text:FILE data."),
 ) -> None:
-    """Measure a model: accuracy, parameters, non-zeros, bytes, MACs, latency."""
+    """Measure a model: accuracy (or perplexity on text), parameters, non-zeros, bytes, MACs,
+    latency."""
     net, source = load_model(model, weights=weights)
-    splits = resolve_data(data, source, needed=False)
-    test = splits.loader("test", batch_size=256) if splits else None
-    result = measure_model(net, test, latency=latency)
+    splits = resolve_data(data, source, needed=False, model=net, seq_len=seq_len)
+    text = splits is not None and is_text(splits)
+    test = splits.loader("test", batch_size=16 if text else 256) if splits else None
+    result = measure_model(
+        net,
+        test,
+        latency=latency,
+        accuracy=not text,
+        metrics=text_metrics(splits) if text else None,
+        batch_sizes=(1, 8) if text else (1, 64),
+    )
     if json_out:
         print_json({"model": model, "source": source, **result.to_dict()})
     else:

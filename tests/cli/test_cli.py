@@ -227,6 +227,26 @@ def test_prune_a_hugging_face_causal_lm_on_text(tmp_path, capsys, method):
         reloaded.transformer.wte.weight.count_nonzero() == reloaded.transformer.wte.weight.numel()
     )
     assert transformers.AutoTokenizer.from_pretrained(out / "model") is not None
+    # the saved folder measures to the same perplexity, with the same settings in its name
+    assert (
+        main(
+            [
+                "measure",
+                str(out / "model"),
+                "--data",
+                f"text:{text}",
+                "--seq-len",
+                "16",
+                "--json",
+                "--no-latency",
+            ]
+        )
+        == 0
+    )
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["metrics"][name] == pytest.approx(
+        report["comparison"]["after"]["metrics"][name]
+    )
 
 
 def test_text_shorter_than_one_window_is_a_clear_error(tmp_path, capsys):
