@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 # OpenMP threads spin while waiting; on a shared 2-core machine that slowed torch 50-100x.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test lint format bench install clean
+.PHONY: demo test lint format bench install data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
+# Fashion-MNIST, WordNet and fortunes come from Debian packages (see scripts/install-data.sh).
+data:
+	@bash scripts/install-data.sh
+
 demo: $(VENV)/.installed
 	$(BIN)/prunekit demo
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test data
 	$(BIN)/ruff check prunekit tests bench
 	$(BIN)/python -m pytest
 
@@ -37,7 +41,7 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format prunekit tests bench
 	$(BIN)/ruff check --fix prunekit tests bench
 
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-test data
 	$(BIN)/python -m bench.run
 
 clean:
