@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.data.batches import run_model, split_batch, take_samples
+from prunekit.data.batches import split_batch, take_samples
 from prunekit.errors import PrunekitError
 
 LossFn = Callable[[torch.Tensor, Any], torch.Tensor]
@@ -24,11 +24,14 @@ def gradient_pass(
     model: nn.Module,
     data: Iterable[Any],
     on_backward: Callable[[], None],
-    loss_fn: LossFn,
+    loss_fn: LossFn | None = None,
     num_samples: int | None = None,
 ) -> int:
     """Forward/backward over ``data`` (up to ``num_samples`` samples), calling ``on_backward``
     after each batch's backward while the gradients are in ``.grad``. Returns batches seen."""
+    # Imported here: the training package imports this module.
+    from prunekit.train.losses import forward_with_loss
+
     params = list(model.parameters())
     saved = [(p.grad, p.requires_grad) for p in params]
     was_training = model.training
@@ -41,7 +44,7 @@ def gradient_pass(
             for p in params:
                 p.grad = None
             inputs, labels = split_batch(batch)
-            loss = loss_fn(run_model(model, inputs), labels)
+            _, loss = forward_with_loss(model, inputs, labels, loss_fn)
             loss.backward()
             on_backward()
             batches += 1

@@ -13,7 +13,6 @@ from prunekit.prune.methods.calibrated import CalibratedConfig
 from prunekit.prune.oneshot import prune_calibrated_
 from prunekit.prune.pruner import Pruner
 from prunekit.prune.report import PruneReport
-from prunekit.train.losses import task_loss
 
 
 def prune_(
@@ -29,7 +28,8 @@ def prune_(
     data: batches for methods that need them (``TaylorConfig``): ``(inputs, labels)`` tuples,
         dicts, or tensors with a ``loss_fn``; at most ``config.num_samples`` samples are read.
     example_inputs: for structured patterns (traced); unused by unstructured and N:M pruning.
-    loss_fn: ``loss_fn(logits, labels) -> scalar``; cross-entropy by default.
+    loss_fn: ``loss_fn(logits, labels) -> scalar``; by default the model's own loss when it
+        computes one from ``labels`` (Hugging Face models), else cross-entropy.
 
     Returns a :class:`PruneReport` with the sparsity reached per layer. Everything is checked
     and scored before the first weight changes: if this raises, the model is as it was.
@@ -51,7 +51,7 @@ def prune_(
                 f"data: method {pruner.method.name!r} needs batches of labelled data to score "
                 f"weights; pass data=[(inputs, labels), ...]"
             )
-        pruner.calibrate(data, loss_fn or task_loss, getattr(config, "num_samples", None))
+        pruner.calibrate(data, loss_fn, getattr(config, "num_samples", None))
     pruner.prune_to(config.target_sparsity)
     return PruneReport.from_layers(
         pruner.method.name, config.to_dict(), pruner.layers, time.perf_counter() - start

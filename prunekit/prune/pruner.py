@@ -65,7 +65,7 @@ class Pruner:
     def observe(self) -> None:
         self.scorer.observe()
 
-    def calibrate(self, data: Any, loss_fn: LossFn, num_samples: int | None) -> None:
+    def calibrate(self, data: Any, loss_fn: LossFn | None, num_samples: int | None) -> None:
         """Feed ``data`` through a gradient pass so gradient-based scorers have observations."""
         gradient_pass(self.model, data, self.observe, loss_fn, num_samples)
 

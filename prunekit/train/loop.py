@@ -31,7 +31,7 @@ from prunekit.prune.pruner import Pruner
 from prunekit.prune.schedule import AGP, Schedule, make_schedule
 from prunekit.surgery import Masks, apply_masks_, mask_grads_, masks_from_zeros, restore_, snapshot
 from prunekit.targets import select_layers
-from prunekit.train.losses import distillation_loss, task_loss
+from prunekit.train.losses import distillation_loss, forward_with_loss
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,6 @@ def finetune_(
     If training raises, the model is restored to its state before the call.
     """
     steps_per_epoch = _check_args(data, epochs, lr, optimizer, alpha)
-    loss_fn = loss_fn or task_loss
     pruner = Pruner(model, prune) if prune is not None else None
     plan = make_schedule(schedule) if pruner is not None else None
     if prune is not None and prune.needs_training and not isinstance(plan, AGP):
@@ -193,8 +192,7 @@ def finetune_(
                 inputs, labels = split_batch(batch)
                 if channels_last:
                     inputs = _to_channels_last(inputs)
-                logits = run_model(model, inputs)
-                loss = loss_fn(logits, labels)
+                logits, loss = forward_with_loss(model, inputs, labels, loss_fn)
                 if teacher is not None:
                     with torch.no_grad():
                         teacher_logits = run_model(teacher, inputs)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
+from prunekit.data.batches import run_model
 from prunekit.errors import PrunekitError
 
 
@@ -26,3 +30,24 @@ def distillation_loss(
     s = F.log_softmax(student.reshape(-1, student.shape[-1]) / temperature, dim=-1)
     t = F.log_softmax(teacher.reshape(-1, teacher.shape[-1]) / temperature, dim=-1)
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+
+
+def forward_with_loss(
+    model: Any, inputs: Any, labels: torch.Tensor | None, loss_fn: Any = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass and its loss: ``(logits, loss)``.
+
+    Without a ``loss_fn``, a model that computes its own loss from ``labels`` (Hugging Face
+    models: causal LMs shift the labels, masked LMs ignore -100) is asked for it; otherwise the
+    loss is ``loss_fn(logits, labels)``, cross-entropy by default.
+    """
+    if loss_fn is None and isinstance(inputs, Mapping) and labels is not None:
+        out = model(**inputs, labels=labels)
+        loss = getattr(out, "loss", None)
+        logits = getattr(out, "logits", None)
+        if isinstance(loss, torch.Tensor) and isinstance(logits, torch.Tensor):
+            return logits, loss
+        logits = run_model(model, inputs)
+        return logits, task_loss(logits, labels)
+    logits = run_model(model, inputs)
+    return logits, (loss_fn or task_loss)(logits, labels)

@@ -123,3 +123,22 @@ def test_bad_arguments_fail_before_training(kwargs, message):
     with pytest.raises(pk.PrunekitError, match=message):
         pk.finetune_(model, batches, progress=False, **kwargs)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_causal_lm_trains_on_its_own_shifted_loss_and_prunes_with_taylor():
+    import transformers
+
+    from prunekit.measure.text import perplexity
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=16, n_positions=32)
+    model = transformers.GPT2LMHeadModel(config)
+    # a language with a rule a model can learn: each token is the previous one + 1 (mod 16)
+    starts = torch.randint(0, 16, (64, 1), generator=torch.Generator().manual_seed(0))
+    ids = (starts + torch.arange(24)) % 16
+    batches = [{"input_ids": ids[i : i + 8], "labels": ids[i : i + 8]} for i in range(0, 64, 8)]
+    before = perplexity(model, batches)
+    report = pk.prune_(model, pk.TaylorConfig(sparsity=0.3), data=batches)
+    assert report.sparsity == pytest.approx(0.3, abs=1e-3)
+    pk.finetune_(model, batches, epochs=8, lr=3e-3, progress=False)
+    assert perplexity(model, batches) < before / 4  # the model's own (shifted) loss was used
