@@ -7,6 +7,7 @@ and never steps an optimizer: afterwards the model is bit-identical to before.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -104,10 +105,14 @@ def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     return [(f"{prefix}{i}", block) for i, block in enumerate(best[1])]
 
 
-def model_call_kwargs(model: nn.Module) -> dict[str, Any]:
-    """Keyword arguments every calibration forward adds: no KV cache for models that keep one."""
-    config = getattr(model, "config", None)
-    return {"use_cache": False} if getattr(config, "use_cache", None) is not None else {}
+def calibration_forward(model: nn.Module, inputs: Any) -> Any:
+    """One forward pass on a batch's inputs, as calibration runs it: keyword inputs for dict
+    batches, and no KV cache for models that keep one (a cache would grow across passes)."""
+    if isinstance(inputs, dict):
+        config = getattr(model, "config", None)
+        extra = {"use_cache": False} if getattr(config, "use_cache", None) is not None else {}
+        return model(**inputs, **extra)
+    return model(inputs)
 
 
 def capture_block_inputs(
@@ -124,19 +129,13 @@ def capture_block_inputs(
         raise _StopForward
 
     handle = block.register_forward_pre_hook(record, with_kwargs=True)
-    extra = model_call_kwargs(model)
     try:
         with torch.no_grad():
             for batch in take_samples(data, num_samples):
                 inputs, _ = split_batch(batch)
                 tokens[0] = token_mask(inputs)
-                try:
-                    if isinstance(inputs, dict):
-                        model(**inputs, **extra)
-                    else:
-                        model(inputs)
-                except _StopForward:
-                    pass
+                with contextlib.suppress(_StopForward):
+                    calibration_forward(model, inputs)
     finally:
         handle.remove()
     if not calls:

@@ -21,10 +21,10 @@ from torch import nn
 
 from prunekit.calibrate import (
     Call,
+    calibration_forward,
     capture_block_inputs,
     find_blocks,
     input_hooks,
-    model_call_kwargs,
     next_call,
     run_block,
     token_mask,
@@ -144,25 +144,18 @@ def _run_calls(block: nn.Module, calls: list[Call]) -> Iterable[Run]:
 
 
 def _run_data(model: nn.Module, data: Iterable[Any], num_samples: int) -> Iterable[Run]:
-    extra = model_call_kwargs(model)
     for batch in take_samples(data, num_samples):
         inputs, _ = split_batch(batch)
-        if isinstance(inputs, dict):
-            yield token_mask(inputs), partial(model, **inputs, **extra)
-        else:
-            yield None, partial(model, inputs)
+        yield token_mask(inputs), partial(calibration_forward, model, inputs)
 
 
-def _layer_sparsities(
-    groups: list[Group], group_sparsity: list[float], counts: list[int]
-) -> dict[str, float]:
+def _layer_sparsities(groups: list[Group], counts: list[int]) -> dict[str, float]:
     """Each group's exact count shared among its layers in proportion to their size."""
     out: dict[str, float] = {}
     for (_, _, layers), count in zip(groups, counts, strict=True):
         sizes = [m.weight.numel() for m in layers.values()]
         for (name, m), c in zip(layers.items(), split_count(count, sizes), strict=True):
             out[name] = c / m.weight.numel()
-    del group_sparsity
     return out
 
 
@@ -184,9 +177,8 @@ def _allocate(
         )
         for g, st in zip(groups, stats_of, strict=True)
     ]
-    wanted = owl_sparsities(ratios, target, config.owl_lambda)
-    counts = exact_counts(wanted, sizes, target)
-    return _layer_sparsities(groups, wanted, counts)
+    counts = exact_counts(owl_sparsities(ratios, target, config.owl_lambda), sizes, target)
+    return _layer_sparsities(groups, counts)
 
 
 @torch.no_grad()
