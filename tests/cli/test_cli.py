@@ -18,6 +18,14 @@ def make():
 """
 
 
+@pytest.fixture
+def factory(tmp_path):
+    """A user's model file for py:FILE.py:FUNCTION specs."""
+    path = tmp_path / "net.py"
+    path.write_text(FACTORY)
+    return path
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("cache")
@@ -69,9 +77,7 @@ def test_prune_a_builtin_then_measure_and_load_it(cache, tmp_path, capsys):
     assert measured["accuracy"] == pytest.approx(report["comparison"]["after"]["accuracy"])
 
 
-def test_prune_a_user_factory_with_taylor_and_nm(tmp_path, capsys):
-    factory = tmp_path / "net.py"
-    factory.write_text(FACTORY)
+def test_prune_a_user_factory_with_taylor_and_nm(tmp_path, capsys, factory):
     out = tmp_path / "run"
     code = main(
         [
@@ -114,9 +120,7 @@ def test_prune_a_user_factory_with_taylor_and_nm(tmp_path, capsys):
         (["--method", "magnitude", "--target", "conv9"], "'conv9' matches no prunable layer"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
-    factory = tmp_path / "net.py"
-    factory.write_text(FACTORY)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, factory, args, message):
     argv = [
         "prune",
         "--model",
@@ -144,9 +148,7 @@ def test_demo_runs_end_to_end(cache, capsys):
     assert "magnitude" in out and "taylor" in out and "summary" in out
 
 
-def test_prune_gradually_with_agp_from_the_cli(tmp_path, capsys):
-    factory = tmp_path / "net.py"
-    factory.write_text(FACTORY)
+def test_prune_gradually_with_agp_from_the_cli(tmp_path, capsys, factory):
     out = tmp_path / "run"
     code = main(
         [
@@ -175,12 +177,13 @@ def test_prune_gradually_with_agp_from_the_cli(tmp_path, capsys):
     assert report["finetune"]["history"][-1]["sparsity"] == pytest.approx(0.75, abs=1e-3)
 
 
-def _hf_folder(tmp_path, build):
+def _hf_folder(tmp_path):
+    """A tiny GPT-2 folder with a tokenizer, and a text file of its words."""
+    from tests import hf_zoo
     from tests.models.test_hf import VOCAB, tiny_tokenizer
 
     folder = tmp_path / "hf"
-    model = build(len(VOCAB)) if build.__name__ == "tiny_gpt2" else build()
-    model.save_pretrained(str(folder))
+    hf_zoo.gpt2(len(VOCAB)).save_pretrained(str(folder))
     tiny_tokenizer(tmp_path).save_pretrained(str(folder))
     text = tmp_path / "text.txt"
     words = [w for w in VOCAB if w.isalpha()]
@@ -193,9 +196,7 @@ def _hf_folder(tmp_path, build):
 def test_prune_a_hugging_face_causal_lm_on_text(tmp_path, capsys, method):
     import transformers
 
-    from tests.models.test_hf import tiny_gpt2
-
-    folder, text = _hf_folder(tmp_path, tiny_gpt2)
+    folder, text = _hf_folder(tmp_path)
     out = tmp_path / "run"
     code = main(
         [
@@ -250,9 +251,7 @@ def test_prune_a_hugging_face_causal_lm_on_text(tmp_path, capsys, method):
 
 
 def test_text_shorter_than_one_window_is_a_clear_error(tmp_path, capsys):
-    from tests.models.test_hf import tiny_gpt2
-
-    folder, text = _hf_folder(tmp_path, tiny_gpt2)
+    folder, text = _hf_folder(tmp_path)
     text.write_text("short\nlines\n")
     code = main(
         [

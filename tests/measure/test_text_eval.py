@@ -19,26 +19,17 @@ from prunekit.measure import (
 )
 from prunekit.measure.retrieval import RetrievalTask, rank_scores
 from prunekit.models.minilm import load_minilm, minilm_tokenizer
+from tests import hf_zoo
 
 VOCAB = 211
 
 
 def tiny_gpt2() -> transformers.GPT2LMHeadModel:
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=0,
-        eos_token_id=0,
-    )  # fmt: skip
-    return transformers.GPT2LMHeadModel(config).eval()
+    return hf_zoo.gpt2(VOCAB)
 
 
 def tiny_bert() -> transformers.BertModel:
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=32,
-    )  # fmt: skip
-    return transformers.BertModel(config).eval()
+    return hf_zoo.bert(VOCAB)
 
 
 def windows(n: int, seq_len: int = 16, seed: int = 0) -> torch.Tensor:

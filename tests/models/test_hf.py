@@ -17,6 +17,7 @@ from prunekit.measure.text import embed
 from prunekit.models import build, load_model
 from prunekit.models.hf import is_decoder, load_hf, load_tokenizer
 from prunekit.models.minilm import minilm_dir, minilm_tokenizer
+from tests import hf_zoo
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz", "the"]
 
@@ -28,30 +29,11 @@ def tiny_tokenizer(folder: Path) -> transformers.PreTrainedTokenizerBase:
 
 
 def tiny_bert() -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    return transformers.BertModel(config).eval()
+    return hf_zoo.bert(len(VOCAB))
 
 
 def tiny_gpt2(vocab_size: int = 97) -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=64,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return transformers.GPT2LMHeadModel(config).eval()
+    return hf_zoo.gpt2(vocab_size)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from prunekit.prune.allocation import exact_counts, owl_sparsities
 from prunekit.prune.methods.sparsegpt import sparsegpt_prune
 from prunekit.prune.methods.wanda import wanda_mask, wanda_scores
 from prunekit.prune.plan import row_masks
+from tests import hf_zoo
 
 
 def _layer_problem(seed=0, out=32, k=64, n=512):
@@ -82,36 +83,7 @@ def test_owl_allocation_is_exact_and_favours_outlier_layers():
 
 
 def _gpt2():
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=64, n_positions=32)
-    torch.manual_seed(0)
-    return transformers.GPT2LMHeadModel(cfg).eval()
-
-
-def _llama_gqa():
-    cfg = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(cfg).eval()
-
-
-def _bert():
-    cfg = transformers.BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(0)
-    return transformers.BertModel(cfg).eval()
+    return hf_zoo.gpt2(n_head=4)
 
 
 def _tokens(n=8, length=16, seed=0):
@@ -131,7 +103,9 @@ def _outputs(model, batches):
     )
 
 
-@pytest.mark.parametrize("build", [_gpt2, _llama_gqa, _bert], ids=["gpt2", "llama-gqa", "bert"])
+@pytest.mark.parametrize(
+    "build", [_gpt2, hf_zoo.llama_gqa, hf_zoo.bert], ids=["gpt2", "llama-gqa", "bert"]
+)
 @pytest.mark.parametrize(
     "config",
     [
