@@ -30,6 +30,7 @@ from prunekit.data import load_data
 from prunekit.io import artifact_size
 from prunekit.measure import count_nonzeros, count_params
 from prunekit.measure.accuracy import top1_accuracy
+from prunekit.measure.counting import prunable_sparsity
 from prunekit.measure.render import markdown_table
 from prunekit.models import pretrained
 from prunekit.targets import select_layers
@@ -46,13 +47,10 @@ def torch_global_l1(model: nn.Module, sparsity: float) -> None:
 
 
 def torch_finalize(model: nn.Module) -> None:
-    for m in select_layers_any(model):
-        if torch_prune.is_pruned(m) and hasattr(m, "weight_orig"):
+    """Bake torch's masks into plain weights (its reparametrisation hides them in weight_orig)."""
+    for m in model.modules():
+        if hasattr(m, "weight_orig"):
             torch_prune.remove(m, "weight")
-
-
-def select_layers_any(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def run_one(
@@ -89,15 +87,10 @@ def run_one(
         "accuracy": _acc(model, test),
         "nonzeros": nonzeros,
         "params": params,
-        "weight_sparsity": _weight_sparsity(model),
+        "weight_sparsity": prunable_sparsity(model),
         "artifact_bytes": artifact_size(model),
         "seconds": seconds,
     }
-
-
-def _weight_sparsity(model: nn.Module) -> float:
-    ws = [m.weight for m in select_layers(model).values()]
-    return sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
 
 
 METHODS = ["torch-global-l1", "magnitude", "taylor", "iterative", "agp"]
