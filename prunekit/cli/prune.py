@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 
 from prunekit.cli.common import (
     console,
@@ -18,6 +19,7 @@ from prunekit.cli.common import (
     show,
     write_reports,
 )
+from prunekit.errors import PrunekitError
 from prunekit.io import save
 from prunekit.measure import compare
 from prunekit.measure.accuracy import top1_accuracy
@@ -49,6 +51,12 @@ def prune(
     weights: str | None = typer.Option(None, help="A .safetensors file for py: models."),
     seq_len: int = typer.Option(128, help="Tokens per window or line for text:FILE data."),
     num_samples: int | None = typer.Option(None, help="Calibration samples (method default)."),
+    option: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help="Any other field of the method's config, KEY=VALUE (repeatable), "
+        "e.g. --set allocation=owl --set dampening=0.05; see `prunekit methods --json`.",
+    ),
     seed: int = typer.Option(0, help="Seed for data order and random choices."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
 ) -> None:
@@ -68,6 +76,7 @@ def prune(
         fields["ignore"] = list(ignore)
     if num_samples is not None:
         fields["num_samples"] = num_samples
+    fields.update(parse_options(option or []))
     config = info.config(**fields)
     plan = make_schedule(schedule)
     net, source = load_model(model, weights=weights)
@@ -129,6 +138,17 @@ def prune(
     else:
         show(str(comparison))
         console.print(f"wrote {out / 'model'}, {out / 'report.json'}, {out / 'report.md'}")
+
+
+def parse_options(options: list[str]) -> dict[str, Any]:
+    """``["KEY=VALUE", …]`` → fields; values read as YAML scalars (0.05, true, owl)."""
+    fields = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PrunekitError(f"--set takes KEY=VALUE; got {item!r}")
+        fields[key.strip()] = yaml.safe_load(value)
+    return fields
 
 
 def _queries(source: dict[str, Any]) -> int:

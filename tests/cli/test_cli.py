@@ -268,3 +268,28 @@ def test_text_shorter_than_one_window_is_a_clear_error(tmp_path, capsys):
     )
     assert code == 2
     assert "window" in capsys.readouterr().err
+
+
+def test_any_config_field_is_reachable_with_set(tmp_path, capsys):
+    folder, text = _hf_folder(tmp_path)
+    argv = [
+        "prune",
+        "--model",
+        f"hf:{folder}",
+        "--method",
+        "wanda",
+        "--sparsity",
+        "0.5",
+        "--data",
+        f"text:{text}",
+        "--seq-len",
+        "16",
+        "--set",
+        "allocation=owl",
+    ]
+    out = ["--out", str(tmp_path / "run"), "--json"]
+    assert main([*argv, "--set", "owl_lambda=0.1", *out]) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["allocation"] == "owl" and report["config"]["owl_lambda"] == 0.1
+    assert main([*argv, "--set", "bogus=1", "--out", str(tmp_path / "o")]) == 2
+    assert "bogus" in capsys.readouterr().err
