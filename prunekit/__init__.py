@@ -13,6 +13,7 @@ from prunekit.io import load, save
 from prunekit.measure import Comparison, Measurement, compare, measure
 from prunekit.prune import (
     AGP,
+    BNScaleConfig,
     Iterative,
     MagnitudeConfig,
     MovementConfig,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGP",
+    "BNScaleConfig",
     "BaseConfig",
     "Comparison",
     "DataNotFoundError",

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class BaseConfig(BaseModel):
@@ -42,17 +42,15 @@ STRUCTURED_PATTERNS = ("channel", "head")
 
 
 def parse_pattern(pattern: str) -> NM | None:
-    """``None`` for unstructured, an :class:`NM` for ``"N:M"``; ValueError otherwise."""
-    if pattern == UNSTRUCTURED:
+    """An :class:`NM` for ``"N:M"``, ``None`` for the other patterns; ValueError if unknown."""
+    if pattern == UNSTRUCTURED or pattern in STRUCTURED_PATTERNS:
         return None
     match = _NM_RE.match(pattern)
     if match is None:
-        if pattern in STRUCTURED_PATTERNS:
-            raise ValueError(
-                f"pattern {pattern!r} (structured pruning) is not available in this version; "
-                "use 'unstructured' or an N:M pattern such as '2:4'"
-            )
-        raise ValueError(f"pattern must be 'unstructured' or 'N:M' such as '2:4'; got {pattern!r}")
+        raise ValueError(
+            "pattern must be 'unstructured', 'N:M' such as '2:4', 'channel' or 'head'; "
+            f"got {pattern!r}"
+        )
     n, m = int(match.group(1)), int(match.group(2))
     if not 0 < n < m:
         raise ValueError(
@@ -67,13 +65,26 @@ class PruneConfig(BaseConfig):
 
     sparsity: fraction of weights removed, in [0, 1). ``None`` means N/M for an N:M pattern
         and 0.5 otherwise.
-    pattern: ``"unstructured"`` or ``"N:M"`` (N zeros in each group of M consecutive inputs).
+    pattern: ``"unstructured"``, ``"N:M"`` (N zeros in each group of M consecutive inputs),
+        ``"channel"`` (whole neurons, filters, channels and attention heads are removed and the
+        layers rebuilt smaller; sparsity is the fraction of those units removed) or ``"head"``
+        (attention heads only).
     scope: ``"layer"`` (each layer reaches ``sparsity``) or ``"global"`` (the targeted layers
         together do, ranked by one shared score).
     targets: layers to prune: class names, exact module names or ``"re:<regex>"``; ``None``
         means every ``nn.Linear`` and ``nn.Conv1d/2d/3d``.
     ignore: layers to leave alone, in the same forms.
     seed: for anything random.
+
+    Structured patterns only:
+    macs_reduction: prune until the forward pass needs this many times fewer multiply-
+        accumulates (2.0: half); the fraction of units removed is searched for.
+    layer_sparsity: ``{selector: sparsity}`` for the groups involving a matching module (the
+        first matching selector wins); other groups use ``sparsity``.
+    min_channels: channels every pruned layer keeps at least.
+    round_to: kept channel counts are multiples of this (e.g. 8 for SIMD-friendly widths).
+    verify: check the rebuilt model against the unpruned one with those units zeroed, on the
+        example input, and roll back if they differ.
     """
 
     sparsity: float | None = None
@@ -82,6 +93,11 @@ class PruneConfig(BaseConfig):
     targets: list[str] | None = None
     ignore: list[str] = []
     seed: int = 0
+    macs_reduction: float | None = Field(None, ge=1.0)
+    layer_sparsity: dict[str, float] = {}
+    min_channels: int = Field(1, ge=1)
+    round_to: int = Field(1, ge=1)
+    verify: bool = True
 
     needs_data: ClassVar[bool] = False
     needs_training: ClassVar[bool] = False
@@ -99,8 +115,25 @@ class PruneConfig(BaseConfig):
         parse_pattern(v)
         return v
 
+    @field_validator("layer_sparsity")
+    @classmethod
+    def _layer_sparsity_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        for key, s in v.items():
+            if not 0.0 <= s < 1.0:
+                raise ValueError(f"layer_sparsity[{key!r}] must be in [0, 1); got {s}")
+        return v
+
     @model_validator(mode="after")
     def _pattern_agrees(self) -> PruneConfig:
+        if not self.structured:
+            defaults = {"macs_reduction": None, "layer_sparsity": {}, "min_channels": 1,
+                        "round_to": 1}  # fmt: skip
+            for name, default in defaults.items():
+                if getattr(self, name) != default:
+                    raise ValueError(
+                        f"{name} applies to structured pruning only; set pattern='channel' or "
+                        f"'head', or leave {name} unset (pattern is {self.pattern!r})"
+                    )
         nm = parse_pattern(self.pattern)
         if nm is not None:
             if self.sparsity is not None and abs(self.sparsity - nm.n / nm.m) > 1e-9:
@@ -115,6 +148,11 @@ class PruneConfig(BaseConfig):
                     f"{nm.m} keeps {nm.m - nm.n}); use scope='layer'"
                 )
         return self
+
+    @property
+    def structured(self) -> bool:
+        """Whole units are removed and layers rebuilt smaller (``channel`` or ``head``)."""
+        return self.pattern in STRUCTURED_PATTERNS
 
     @property
     def nm(self) -> NM | None:

@@ -2,6 +2,7 @@
 
 from prunekit.prune.api import prune_
 from prunekit.prune.methods import (
+    BNScaleConfig,
     MagnitudeConfig,
     MovementConfig,
     RandomConfig,
@@ -14,6 +15,7 @@ from prunekit.prune.schedule import AGP, Iterative, OneShot
 
 __all__ = [
     "AGP",
+    "BNScaleConfig",
     "Iterative",
     "MagnitudeConfig",
     "MovementConfig",

@@ -13,6 +13,8 @@ from prunekit.prune.methods.calibrated import CalibratedConfig
 from prunekit.prune.oneshot import prune_calibrated_
 from prunekit.prune.pruner import Pruner
 from prunekit.prune.report import PruneReport
+from prunekit.prune.structured.api import prune_structured_
+from prunekit.prune.structured.report import StructuredReport
 
 
 def prune_(
@@ -22,19 +24,25 @@ def prune_(
     *,
     example_inputs: Any = None,
     loss_fn: LossFn | None = None,
-) -> PruneReport:
+) -> PruneReport | StructuredReport:
     """Prune ``model`` in place to ``config``'s sparsity and pattern, in one shot.
 
     data: batches for methods that need them (``TaylorConfig``): ``(inputs, labels)`` tuples,
         dicts, or tensors with a ``loss_fn``; at most ``config.num_samples`` samples are read.
-    example_inputs: for structured patterns (traced); unused by unstructured and N:M pruning.
+    example_inputs: for structured patterns (``channel``, ``head``), traced to find the coupled
+        groups (default: the first batch of ``data``); unused by unstructured and N:M pruning.
     loss_fn: ``loss_fn(logits, labels) -> scalar``; by default the model's own loss when it
         computes one from ``labels`` (Hugging Face models), else cross-entropy.
 
-    Returns a :class:`PruneReport` with the sparsity reached per layer. Everything is checked
-    and scored before the first weight changes: if this raises, the model is as it was.
+    Returns a :class:`PruneReport` with the sparsity reached per layer, or for structured
+    patterns a :class:`StructuredReport` (units per group, parameters and MACs before/after).
+    Everything is checked and scored before the first weight changes: if this raises, the
+    model is as it was.
     """
-    del example_inputs  # reserved for structured patterns, which trace the model
+    if config.structured:
+        return prune_structured_(
+            model, config, data, example_inputs=example_inputs, loss_fn=loss_fn
+        )
     if isinstance(config, CalibratedConfig):
         return prune_calibrated_(model, config, data)
     start = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from prunekit.config import PruneConfig
@@ -11,7 +13,13 @@ from prunekit.registry import register
 
 
 class MagnitudeConfig(PruneConfig):
-    """Remove the smallest-|w| weights; needs no data."""
+    """Remove the smallest-|w| weights; needs no data.
+
+    norm: for structured patterns, how a unit's weights are summarised (``l1``: Σ|w|, ``l2``:
+        √Σw²); unstructured pruning ranks single weights, where both orders agree.
+    """
+
+    norm: Literal["l1", "l2"] = "l1"
 
 
 class MagnitudeScorer(Scorer):

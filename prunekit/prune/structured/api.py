@@ -1,0 +1,319 @@
+"""Structured pruning, end to end: analyze → score → plan → verify and shrink.
+
+Everything up to the plan only reads the model. Surgery is logged; the rebuilt model is run on
+the example input and compared with the unpruned model whose removed units are zeroed (the two
+must agree: removing a unit whose every slice is zero changes nothing). Any failure rolls the
+model back to exactly what it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunekit.calibrate import LossFn, gradient_pass
+from prunekit.config import PruneConfig
+from prunekit.data.batches import first_batch, split_batch
+from prunekit.errors import PrunekitError
+from prunekit.prune.structured import scores as S
+from prunekit.prune.structured.graph import DependencyGraph, Group, analyze
+from prunekit.prune.structured.plan import Limits, plan_global, plan_layer, search_macs
+from prunekit.prune.structured.report import GroupRow, StructuredReport
+from prunekit.prune.structured.rules import HEAD
+from prunekit.prune.structured.shrink import Undo, shrink_
+from prunekit.prune.structured.trace import run_model
+from prunekit.registry import method_for_config
+from prunekit.targets import _check_selectors, _matches
+
+log = logging.getLogger(__name__)
+
+CRITERIA = ("magnitude", "taylor", "random", "bn-scale")
+
+
+def prune_structured_(
+    model: nn.Module,
+    config: PruneConfig,
+    data: Iterable[Any] | None = None,
+    *,
+    example_inputs: Any = None,
+    loss_fn: LossFn | None = None,
+    dry_run: bool = False,
+) -> StructuredReport:
+    """Remove whole units (``config.pattern`` ``channel`` or ``head``) and rebuild the layers.
+
+    example_inputs: traced to find the coupled groups; by default the inputs of the first batch
+        of ``data``. dry_run: plan and report only; the model is not touched.
+    """
+    start = time.perf_counter()
+    method = method_for_config(config).name
+    if method not in CRITERIA:
+        raise PrunekitError(
+            f"method {method!r} has no structured variant; for pattern={config.pattern!r} use "
+            f"one of {', '.join(CRITERIA)}"
+        )
+    if example_inputs is None:
+        if data is None:
+            raise PrunekitError(
+                f"pattern={config.pattern!r} traces the model: pass example_inputs=(x,) (or a "
+                "dict of keyword inputs), or data whose first batch can be used"
+            )
+        example_inputs, _ = split_batch(first_batch(data))
+    _check_selectors(config.ignore, "ignore")
+    if config.targets is not None:
+        _check_selectors(config.targets, "targets")
+    graph = analyze(model, example_inputs)
+    candidates, left_alone = _candidates(model, graph, config)
+    scores = _score(model, graph, candidates, config, method, data, loss_fn)
+    for g in list(candidates):
+        if scores.get(g.id) is None:
+            candidates.remove(g)
+            left_alone.append(f"{g.name}: no BatchNorm scale to rank its {g.kind}s by")
+    removed = _plan(model, graph, candidates, scores, config)
+    before = graph.count()
+    after = graph.count(removed)
+    report = StructuredReport(
+        method=method,
+        config=config.to_dict(),
+        groups=[
+            GroupRow(g.name, g.kind, _members(g), g.size, g.size - int(removed[g.id].sum()))
+            for g in candidates
+        ],
+        params=(before[0], after[0]),
+        macs=(before[1], after[1]),
+        applied=False,
+        left_alone=left_alone,
+        blocked=_blocked_summary(graph),
+    )
+    if not dry_run and any(m.any() for m in removed.values()):
+        report.max_diff = apply_plan_(model, graph, removed, example_inputs, verify=config.verify)
+        report.applied = True
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _members(g: Group) -> str:
+    return ", ".join(f"{m.param}[{m.dim}]" for m in g.members)
+
+
+def _blocked_summary(graph: DependencyGraph) -> list[str]:
+    seen: dict[str, int] = defaultdict(int)
+    for b in graph.blocked:
+        seen[b.reason] += 1
+    return [f"{n} parameter dims: {r}" for r, n in sorted(seen.items(), key=lambda kv: -kv[1])]
+
+
+def _candidates(
+    model: nn.Module, graph: DependencyGraph, config: PruneConfig
+) -> tuple[list[Group], list[str]]:
+    modules = dict(model.named_modules())
+    left: list[str] = []
+
+    def hits(g: Group, selectors: list[str]) -> bool:
+        return any(_matches(s, n, modules[n]) for s in selectors for n in g.modules if n in modules)
+
+    out = []
+    for g in graph.groups:
+        if config.pattern == "head" and g.kind != HEAD:
+            continue
+        if config.targets is not None and not hits(g, config.targets):
+            continue
+        if hits(g, config.ignore):
+            left.append(f"{g.name}: touches an ignored module")
+            continue
+        if g.size < 2:
+            left.append(f"{g.name}: a single {g.kind}")
+            continue
+        out.append(g)
+    if not out:
+        why = "; ".join(_blocked_summary(graph)[:3]) or "no coupled groups found"
+        raise PrunekitError(
+            f"pattern={config.pattern!r}: nothing in this model can be removed structurally "
+            f"with these targets/ignore ({why})"
+        )
+    return out, left
+
+
+def _score(
+    model: nn.Module,
+    graph: DependencyGraph,
+    groups: list[Group],
+    config: PruneConfig,
+    method: str,
+    data: Iterable[Any] | None,
+    loss_fn: LossFn | None,
+) -> dict[int, np.ndarray | None]:
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    if method == "random":
+        return {g.id: S.random(g, config.seed) for g in groups}
+    if method == "bn-scale":
+        modules = dict(model.named_modules())
+        bn = {
+            f"{n}.weight"
+            for n, m in modules.items()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+        }
+        return {g.id: S.bn_scale(g, tensors, bn) for g in groups}
+    if method == "taylor":
+        if data is None:
+            raise PrunekitError(
+                "data: taylor scores need labelled batches; pass data=[(inputs, labels), ...]"
+            )
+        totals = {g.id: np.zeros(g.size) for g in groups}
+        params = dict(model.named_parameters())
+
+        def observe() -> None:
+            for g in groups:
+                totals[g.id] += S.taylor_term(g, params)
+
+        n = gradient_pass(model, data, observe, loss_fn, getattr(config, "num_samples", None))
+        return {gid: t / n for gid, t in totals.items()}
+    norm = getattr(config, "norm", "l1")
+    return {g.id: S.magnitude(g, tensors, norm) for g in groups}
+
+
+def _plan(
+    model: nn.Module,
+    graph: DependencyGraph,
+    groups: list[Group],
+    scores: dict[int, np.ndarray],
+    config: PruneConfig,
+) -> dict[int, np.ndarray]:
+    limits = Limits(config.min_channels, config.round_to)
+    modules = dict(model.named_modules())
+
+    def ratio_of(g: Group, default: float) -> float:
+        for selector, value in config.layer_sparsity.items():
+            if any(_matches(selector, n, modules[n]) for n in g.modules if n in modules):
+                return value
+        return default
+
+    def plan_at(ratio: float) -> dict[int, np.ndarray]:
+        fixed = [g for g in groups if ratio_of(g, -1.0) >= 0]
+        free = [g for g in groups if ratio_of(g, -1.0) < 0]
+        out = plan_layer(fixed, scores, {g.id: ratio_of(g, 0) for g in fixed}, limits)
+        if config.scope == "global":
+            out.update(plan_global(free, scores, ratio, limits))
+        else:
+            out.update(plan_layer(free, scores, {g.id: ratio for g in free}, limits))
+        return out
+
+    if config.macs_reduction is not None:
+        target = graph.count()[1] / config.macs_reduction
+        _, removed = search_macs(graph, plan_at, target)
+        reached = graph.count(removed)[1]
+        if reached > target * 1.01:
+            raise PrunekitError(
+                f"macs_reduction={config.macs_reduction}: removing every removable unit leaves "
+                f"{graph.count()[1] / max(reached, 1):.2f}× fewer MACs at most (the rest is in "
+                "layers that cannot shrink); ask for less"
+            )
+        return removed
+    return plan_at(config.target_sparsity)
+
+
+@torch.no_grad()
+def apply_plan_(
+    model: nn.Module,
+    graph: DependencyGraph,
+    removed: dict[int, np.ndarray],
+    example_inputs: Any,
+    verify: bool = True,
+) -> float | None:
+    """Shrink ``model`` by the plan; with ``verify``, compare against the masked model.
+
+    Returns the largest output difference found (None without verification)."""
+    by_param: dict[str, dict[int, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    head_fraction: dict[str, float] = {}
+    for g in graph.groups:
+        mask = removed.get(g.id)
+        if mask is None or not mask.any():
+            continue
+        for m in g.members:
+            by_param[m.param][m.dim].append(m.index[mask].ravel())
+        if g.kind == HEAD:
+            head_fraction[_common_prefix(g.modules)] = 1 - mask.sum() / g.size
+    plan = {p: {d: np.unique(np.concatenate(v)) for d, v in dims.items()}
+            for p, dims in by_param.items()}  # fmt: skip
+    was_training = model.training
+    model.eval()
+    reference = _masked_outputs(model, plan, example_inputs) if verify else None
+    undo = Undo()
+    try:
+        shrink_(model, plan, head_fraction, undo)
+        diff = None
+        if reference is not None:
+            diff = _compare(run_model(model, example_inputs), reference)
+        return diff
+    except Exception as e:
+        undo.rollback()
+        if isinstance(e, PrunekitError):
+            raise
+        raise PrunekitError(
+            f"the rebuilt model failed to run ({type(e).__name__}: {e}); it was rolled back. "
+            "A module probably computes shapes from attributes prunekit does not know: leave it "
+            "out with ignore=[...]"
+        ) from e
+    finally:
+        model.train(was_training)
+
+
+def _common_prefix(names: list[str]) -> str:
+    parts = [n.split(".") for n in names]
+    prefix: list[str] = []
+    for items in zip(*parts, strict=False):
+        if len(set(items)) != 1:
+            break
+        prefix.append(items[0])
+    return ".".join(prefix)
+
+
+def _masked_outputs(
+    model: nn.Module, plan: dict[str, dict[int, np.ndarray]], example_inputs: Any
+) -> list[torch.Tensor]:
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    saved = {name: tensors[name].detach().clone() for name in plan}
+    try:
+        for name, dims in plan.items():
+            t = tensors[name]
+            for d, idx in dims.items():
+                t.data.index_fill_(d, torch.as_tensor(idx, device=t.device), 0)
+        return [o.detach().clone() for o in run_model(model, example_inputs)]
+    finally:
+        for name, value in saved.items():
+            tensors[name].data.copy_(value)
+
+
+def _compare(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    if len(outputs) != len(reference):
+        raise PrunekitError(
+            f"verification: the rebuilt model returns {len(outputs)} tensors, the original "
+            f"{len(reference)}; rolled back"
+        )
+    worst = 0.0
+    for i, (o, r) in enumerate(zip(outputs, reference, strict=True)):
+        if o.shape != r.shape:
+            raise PrunekitError(
+                f"verification: output {i} has shape {tuple(o.shape)} after pruning, "
+                f"{tuple(r.shape)} before; rolled back"
+            )
+        if not o.is_floating_point():
+            if not torch.equal(o, r):
+                raise PrunekitError(f"verification: integer output {i} changed; rolled back")
+            continue
+        diff = (o.double() - r.double()).abs().max().item() if o.numel() else 0.0
+        scale = max(1.0, r.abs().max().item() if r.numel() else 0.0)
+        if not diff <= 1e-4 * scale:
+            raise PrunekitError(
+                f"verification: output {i} differs from the masked model by {diff:.3g} (scale "
+                f"{scale:.3g}); the dependency analysis missed a coupling. Rolled back; please "
+                "report this model"
+            )
+        worst = max(worst, diff)
+    return worst
