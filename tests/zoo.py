@@ -109,6 +109,63 @@ class TiedLM(nn.Module):
         return self.head(h)
 
 
+class SplitNorms(nn.Module):
+    """chunk into two branches, GroupNorm on one, a depthwise conv with channel multiplier 2,
+    a channel-scale parameter, and a flatten into a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 8)
+        self.dw = nn.Conv2d(8, 16, 3, padding=1, groups=8)
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 24).reshape(1, 24, 1, 1))
+        self.mix = nn.Conv2d(24, 8, 1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.relu(self.stem(x)).chunk(2, dim=1)
+        h = torch.cat([torch.relu(self.gn(a)), self.dw(b)], dim=1) * self.scale
+        h = torch.nn.functional.avg_pool2d(torch.relu(self.bn(self.mix(h))), 2)
+        return self.head(h.flatten(1))
+
+
+class HeadAttention(nn.Module):
+    """Hand-written grouped-query attention (4 query heads, 2 key/value heads) with RMSNorm,
+    a SwiGLU MLP and a tied embedding/head: the couplings of a LLaMA block."""
+
+    def __init__(self, vocab: int = 32, dim: int = 32, heads: int = 4, kv_heads: int = 2):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.embed = nn.Embedding(vocab, dim)
+        self.norm1 = nn.RMSNorm(dim)
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.k = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.v = nn.Linear(dim, kv_heads * self.head_dim, bias=False)
+        self.o = nn.Linear(dim, dim, bias=False)
+        self.norm2 = nn.RMSNorm(dim)
+        self.gate = nn.Linear(dim, 2 * dim, bias=False)
+        self.up = nn.Linear(dim, 2 * dim, bias=False)
+        self.down = nn.Linear(2 * dim, dim, bias=False)
+        self.out = nn.Linear(dim, vocab, bias=False)
+        self.out.weight = self.embed.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.embed(tokens)
+        b, t, _ = h.shape
+        x = self.norm1(h)
+        q = self.q(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        k = self.k(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        v = self.v(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        h = h + self.o(a.transpose(1, 2).reshape(b, t, -1))
+        x = self.norm2(h)
+        h = h + self.down(torch.nn.functional.silu(self.gate(x)) * self.up(x))
+        return self.out(h)
+
+
 def image_batches(
     n: int = 64, batch: int = 16, seed: int = 0
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -139,7 +196,14 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], Callable[[], list]]] = {
 }
 
 
+# Extra couplings for the structured-pruning suite (the unstructured suite runs on ZOO).
+COUPLINGS: dict[str, tuple[Callable[[], nn.Module], Callable[[], list]]] = {
+    "split-norms": (SplitNorms, image_batches),
+    "head-attention": (HeadAttention, token_batches),
+}
+
+
 def build(name: str, seed: int = 0) -> tuple[nn.Module, list]:
     torch.manual_seed(seed)
-    factory, batches = ZOO[name]
+    factory, batches = {**ZOO, **COUPLINGS}[name]
     return factory(), batches()

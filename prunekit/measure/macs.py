@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from prunekit.measure._common import ExampleInputs, call, evaluating, model_device, to_device
 from prunekit.measure.counting import prunable_weights, weight_density
@@ -27,6 +28,10 @@ class MacCount:
     per_module: dict[str, int] = field(default_factory=dict)
 
 
+def _sdpa_flops(q_shape: Any, k_shape: Any, v_shape: Any, *args: Any, **kwargs: Any) -> int:
+    return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+
 def count_macs(model: nn.Module, inputs: ExampleInputs) -> MacCount:
     """Count the MACs of ``model(inputs)`` in eval mode, without gradients.
 
@@ -34,7 +39,10 @@ def count_macs(model: nn.Module, inputs: ExampleInputs) -> MacCount:
     batch size to count (MACs scale linearly with it). The model's modes are restored after.
     """
     inputs = to_device(inputs, model_device(model))
-    counter = FlopCounterMode(display=False)
+    # PyTorch counts the CUDA attention kernels but not the CPU one, which every model using
+    # scaled_dot_product_attention runs here: same formula, registered for it.
+    cpu_sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    counter = FlopCounterMode(display=False, custom_mapping={cpu_sdpa: _sdpa_flops})
     with evaluating(model), torch.no_grad(), counter:
         call(model, inputs)
     flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}

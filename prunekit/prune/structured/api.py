@@ -91,8 +91,12 @@ def prune_structured_(
         left_alone=left_alone,
         blocked=_blocked_summary(graph),
     )
-    if not dry_run and any(m.any() for m in removed.values()):
-        report.max_diff = apply_plan_(model, graph, removed, example_inputs, verify=config.verify)
+    plan, head_fraction = removal_plan(graph, removed)
+    report.plan = {p: {d: idx.tolist() for d, idx in dims.items()} for p, dims in plan.items()}
+    if not dry_run and plan:
+        report.max_diff = apply_plan_(
+            model, plan, head_fraction, example_inputs, verify=config.verify
+        )
         report.applied = True
     report.seconds = time.perf_counter() - start
     return report
@@ -218,17 +222,14 @@ def _plan(
     return plan_at(config.target_sparsity)
 
 
-@torch.no_grad()
-def apply_plan_(
-    model: nn.Module,
-    graph: DependencyGraph,
-    removed: dict[int, np.ndarray],
-    example_inputs: Any,
-    verify: bool = True,
-) -> float | None:
-    """Shrink ``model`` by the plan; with ``verify``, compare against the masked model.
+Plan = dict[str, dict[int, np.ndarray]]
 
-    Returns the largest output difference found (None without verification)."""
+
+def removal_plan(
+    graph: DependencyGraph, removed: dict[int, np.ndarray]
+) -> tuple[Plan, dict[str, float]]:
+    """Per parameter and dimension, the indices to remove; per attention module, the fraction
+    of its heads kept."""
     by_param: dict[str, dict[int, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     head_fraction: dict[str, float] = {}
     for g in graph.groups:
@@ -241,6 +242,20 @@ def apply_plan_(
             head_fraction[_common_prefix(g.modules)] = 1 - mask.sum() / g.size
     plan = {p: {d: np.unique(np.concatenate(v)) for d, v in dims.items()}
             for p, dims in by_param.items()}  # fmt: skip
+    return plan, head_fraction
+
+
+@torch.no_grad()
+def apply_plan_(
+    model: nn.Module,
+    plan: Plan,
+    head_fraction: dict[str, float],
+    example_inputs: Any,
+    verify: bool = True,
+) -> float | None:
+    """Shrink ``model`` by the plan; with ``verify``, compare against the masked model.
+
+    Returns the largest output difference found (None without verification)."""
     was_training = model.training
     model.eval()
     reference = _masked_outputs(model, plan, example_inputs) if verify else None

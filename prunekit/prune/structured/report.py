@@ -22,6 +22,7 @@ class StructuredReport:
     left_alone: groups that were candidates but are not pruned, with the reason.
     blocked: parameter dimensions that can never shrink, with the reason (top reasons only).
     max_diff: largest |rebuilt − masked| output difference found by verification.
+    plan: parameter/buffer name → dimension → the indices removed (the serializable plan).
     """
 
     method: str
@@ -34,6 +35,7 @@ class StructuredReport:
     max_diff: float | None = None
     left_alone: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    plan: dict[str, dict[int, list[int]]] = field(default_factory=dict)
 
     @property
     def sparsity(self) -> float:
@@ -62,6 +64,7 @@ class StructuredReport:
             "groups": [asdict(g) for g in self.groups],
             "left_alone": self.left_alone,
             "blocked": self.blocked,
+            "plan": {p: {str(d): idx for d, idx in dims.items()} for p, dims in self.plan.items()},
         }
 
     def __str__(self) -> str:

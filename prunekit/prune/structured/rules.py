@@ -767,7 +767,7 @@ def layer_norm(ctx: Context) -> Any:
 def group_norm(ctx: Context) -> Any:
     """Statistics per group of channels: a whole group is one unit (the group count shrinks)."""
     x, w, b = (ctx.lab(a) for a in ctx.node.args[:3])
-    groups = ctx.node.args[7]
+    groups = ctx.node.args[6]
     ch = x.dims[1].reshape(groups, -1)
     ctx.atoms.unite(ch, ch[:, :1])
     for p in (w, b):
@@ -836,7 +836,16 @@ def reduction(ctx: Context) -> Any:
     return [out for _ in results] if isinstance(results, list | tuple) else out
 
 
-@rule("_softmax", "softmax", "_log_softmax", "log_softmax", "cumsum", "cumprod", "logcumsumexp")
+@rule(
+    "_softmax",
+    "_safe_softmax",
+    "softmax",
+    "_log_softmax",
+    "log_softmax",
+    "cumsum",
+    "cumprod",
+    "logcumsumexp",
+)
 def along_dim(ctx: Context) -> Any:
     lab = ctx.lab(ctx.node.args[0])
     d = _dim(ctx.node.args[1], len(lab.dims))
