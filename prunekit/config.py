@@ -79,8 +79,8 @@ class PruneConfig(BaseConfig):
     Structured patterns only:
     macs_reduction: prune until the forward pass needs this many times fewer multiply-
         accumulates (2.0: half); the fraction of units removed is searched for.
-    layer_sparsity: ``{selector: sparsity}`` for the groups involving a matching module (the
-        first matching selector wins); other groups use ``sparsity``.
+    layer_sparsity: ``{selector: sparsity}`` for the groups whose units are a matching layer's
+        outputs (the first matching selector wins); other groups use ``sparsity``.
     min_channels: channels every pruned layer keeps at least.
     round_to: kept channel counts are multiples of this (e.g. 8 for SIMD-friendly widths).
     verify: check the rebuilt model against the unpruned one with those units zeroed, on the

@@ -119,16 +119,17 @@ def _candidates(
     modules = dict(model.named_modules())
     left: list[str] = []
 
-    def hits(g: Group, selectors: list[str]) -> bool:
-        return any(_matches(s, n, modules[n]) for s in selectors for n in g.modules if n in modules)
+    def hits(g: Group, selectors: list[str], names: list[str]) -> bool:
+        return any(_matches(s, n, modules[n]) for s in selectors for n in names if n in modules)
 
     out = []
     for g in graph.groups:
         if config.pattern == "head" and g.kind != HEAD:
             continue
-        if config.targets is not None and not hits(g, config.targets):
+        # targets name the layer whose outputs the units are; ignore protects every member.
+        if config.targets is not None and not hits(g, config.targets, [g.name]):
             continue
-        if hits(g, config.ignore):
+        if hits(g, config.ignore, g.modules):
             left.append(f"{g.name}: touches an ignored module")
             continue
         if g.size < 2:
@@ -194,7 +195,7 @@ def _plan(
 
     def ratio_of(g: Group, default: float) -> float:
         for selector, value in config.layer_sparsity.items():
-            if any(_matches(selector, n, modules[n]) for n in g.modules if n in modules):
+            if g.name in modules and _matches(selector, g.name, modules[g.name]):
                 return value
         return default
 
