@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 
 from prunekit.calibrate import LossFn
 from prunekit.config import PruneConfig
-from prunekit.data.batches import run_model, split_batch
+from prunekit.data.batches import first_batch, run_model, split_batch
 from prunekit.errors import PrunekitError
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.prune.pruner import Pruner
 from prunekit.prune.schedule import AGP, Schedule, make_schedule
+from prunekit.prune.structured.gradual import StructuredSteps
 from prunekit.surgery import Masks, apply_masks_, mask_grads_, masks_from_zeros, restore_, snapshot
 from prunekit.targets import select_layers
 from prunekit.train.losses import distillation_loss, forward_with_loss
@@ -127,6 +128,7 @@ def finetune_(
     prune: PruneConfig | None = None,
     schedule: str | Schedule | None = None,
     keep_sparsity: bool = True,
+    example_inputs: Any = None,
     progress: bool = True,
     seed: int = 0,
 ) -> FinetuneReport:
@@ -137,7 +139,10 @@ def finetune_(
         ``temperature`` (Hinton 2015); the teacher runs in eval mode without gradients.
     prune + schedule: prune while training — ``"oneshot"`` (before the first step),
         ``"iterative"``/``Iterative(rounds=k)`` (k rounds of prune→train, Han et al. 2015), or
-        ``"agp"``/``AGP(...)`` (cubic gradual pruning, Zhu & Gupta 2017).
+        ``"agp"``/``AGP(...)`` (cubic gradual pruning, Zhu & Gupta 2017). With a structured
+        pattern (``channel``/``head``) each step rebuilds the layers smaller and training goes
+        on with the smaller model (Molchanov et al. 2019); ``example_inputs`` are traced
+        (default: the first batch's inputs).
     keep_sparsity: weights already zero in the prunable layers stay zero.
     eval_data: labelled batches; accuracy is measured after each epoch.
 
@@ -145,8 +150,13 @@ def finetune_(
     If training raises, the model is restored to its state before the call.
     """
     steps_per_epoch = _check_args(data, epochs, lr, optimizer, alpha)
-    pruner = Pruner(model, prune) if prune is not None else None
-    plan = make_schedule(schedule) if pruner is not None else None
+    structured = None
+    if prune is not None and prune.structured:
+        if example_inputs is None:
+            example_inputs, _ = split_batch(first_batch(data))
+        structured = StructuredSteps(prune, example_inputs)
+    pruner = Pruner(model, prune) if prune is not None and structured is None else None
+    plan = make_schedule(schedule) if prune is not None else None
     if prune is not None and prune.needs_training and not isinstance(plan, AGP):
         raise PrunekitError(
             f"schedule: {pruner.method.name!r} learns its scores while training and needs a "
@@ -157,8 +167,9 @@ def finetune_(
 
     torch.manual_seed(seed)
     total_steps = epochs * steps_per_epoch
+    lr_factor = _warmup_cosine(total_steps)
     opt = _make_optimizer(model, optimizer, lr, weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(total_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     if teacher is not None:
         teacher.eval()
 
@@ -182,7 +193,22 @@ def finetune_(
                 leave=False,
             )
             for batch in bar:
-                if pruner is not None and plan is not None:
+                if structured is not None and plan is not None:
+                    target = plan.target(step, total_steps, prune.target_sparsity)
+                    if target and structured.step(model, target, data, loss_fn) is not None:
+                        # New, smaller parameters: a fresh optimizer at the same point of the
+                        # learning-rate schedule, and the masks of the new layers.
+                        report.pruning.append({"step": step, **structured.reports[-1].summary()})
+                        if channels_last:
+                            model.to(memory_format=torch.channels_last)
+                        opt = _make_optimizer(model, optimizer, lr, weight_decay)
+                        sched = torch.optim.lr_scheduler.LambdaLR(
+                            opt, lambda s, at=step: lr_factor(s + at)
+                        )
+                        layers = _prunable_or_empty(model)
+                        masks = masks_from_zeros(layers) if keep_sparsity else {}
+                        good = snapshot(model)
+                elif pruner is not None and plan is not None:
                     target = plan.target(step, total_steps, prune.target_sparsity)
                     if target:
                         if pruner.needs_observations:
@@ -236,6 +262,8 @@ def finetune_(
             report.epochs = epoch + 1
             log.info("epoch %d: %s", epoch + 1, entry)
     except BaseException:
+        if structured is not None:
+            structured.undo.rollback()
         restore_(model, before)
         raise
     finally:

@@ -45,11 +45,13 @@ def prune_structured_(
     example_inputs: Any = None,
     loss_fn: LossFn | None = None,
     dry_run: bool = False,
+    undo: Undo | None = None,
 ) -> StructuredReport:
     """Remove whole units (``config.pattern`` ``channel`` or ``head``) and rebuild the layers.
 
     example_inputs: traced to find the coupled groups; by default the inputs of the first batch
         of ``data``. dry_run: plan and report only; the model is not touched.
+    undo: if given, the surgery's changes are appended to it (to roll back several prunes).
     """
     start = time.perf_counter()
     method = method_for_config(config).name
@@ -75,6 +77,11 @@ def prune_structured_(
         if scores.get(g.id) is None:
             candidates.remove(g)
             left_alone.append(f"{g.name}: no BatchNorm scale to rank its {g.kind}s by")
+    if not candidates:
+        raise PrunekitError(
+            f"method {method!r}: none of the prunable groups has a BatchNorm whose scale could "
+            "rank its channels; use magnitude or taylor for this model"
+        )
     removed = _plan(model, graph, candidates, scores, config)
     before = graph.count()
     after = graph.count(removed)
@@ -95,7 +102,7 @@ def prune_structured_(
     report.plan = {p: {d: idx.tolist() for d, idx in dims.items()} for p, dims in plan.items()}
     if not dry_run and plan:
         report.max_diff = apply_plan_(
-            model, plan, head_fraction, example_inputs, verify=config.verify
+            model, plan, head_fraction, example_inputs, verify=config.verify, undo=undo
         )
         report.applied = True
     report.seconds = time.perf_counter() - start
@@ -253,22 +260,26 @@ def apply_plan_(
     head_fraction: dict[str, float],
     example_inputs: Any,
     verify: bool = True,
+    undo: Undo | None = None,
 ) -> float | None:
     """Shrink ``model`` by the plan; with ``verify``, compare against the masked model.
 
-    Returns the largest output difference found (None without verification)."""
+    Returns the largest output difference found (None without verification). On success the
+    changes are appended to ``undo`` if given."""
     was_training = model.training
     model.eval()
     reference = _masked_outputs(model, plan, example_inputs) if verify else None
-    undo = Undo()
+    local = Undo()
     try:
-        shrink_(model, plan, head_fraction, undo)
+        shrink_(model, plan, head_fraction, local)
         diff = None
         if reference is not None:
             diff = _compare(run_model(model, example_inputs), reference)
+        if undo is not None:
+            undo.steps.extend(local.steps)
         return diff
     except Exception as e:
-        undo.rollback()
+        local.rollback()
         if isinstance(e, PrunekitError):
             raise
         raise PrunekitError(

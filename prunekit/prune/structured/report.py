@@ -48,6 +48,10 @@ class StructuredReport:
         before, after = self.macs
         return before / after if after else float("inf")
 
+    def summary(self) -> dict[str, Any]:
+        return {"params": self.params[1], "macs": self.macs[1], "macs_reduction":
+                self.macs_reduction, "max_diff": self.max_diff}  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,

@@ -185,3 +185,29 @@ def test_pruned_model_fine_tunes():
     assert report.steps == len(batches)
     with torch.no_grad():
         assert torch.isfinite(model(batches[0][0])).all()
+
+
+@pytest.mark.parametrize("schedule", ["iterative", "agp"])
+def test_structured_pruning_while_training(schedule):
+    model, batches = zoo.build("cnn-bn")
+    dense_macs = pk.prune_(
+        copy.deepcopy(model), pk.MagnitudeConfig(sparsity=0.0, pattern="channel"), data=batches
+    ).macs[0]
+    config = pk.TaylorConfig(pattern="channel", macs_reduction=2.0, num_samples=32)
+    report = pk.finetune_(model, batches * 3, epochs=2, lr=1e-2, prune=config, schedule=schedule)
+    assert len(report.pruning) >= 2  # several small steps with training between
+    steps = [p["macs"] for p in report.pruning]
+    assert steps == sorted(steps, reverse=True)
+    assert dense_macs / steps[-1] >= 2.0
+    with torch.no_grad():
+        assert torch.isfinite(model(batches[0][0])).all()
+
+
+def test_failed_structured_training_rolls_back():
+    model, batches = zoo.build("cnn-bn")
+    reference = copy.deepcopy(model)
+    bad = [*batches[:2], (batches[0][0], torch.full((16,), 99))]  # label out of range
+    with pytest.raises(IndexError):
+        pk.finetune_(model, bad, epochs=1, prune=pk.MagnitudeConfig(sparsity=0.5,
+                     pattern="channel"), schedule="iterative")  # fmt: skip
+    assert _untouched(model, reference) and model.features[0].out_channels == 8
