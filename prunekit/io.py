@@ -8,7 +8,13 @@ Layout of ``manifest.json`` (``format_version`` 1)::
               {"kind": "user", "class": "pkg.mod.Class"}),
     tensors:  state_dict name -> {dtype, shape, numel, nonzeros, encoding, [tied_to]},
     sparsity: {params, nonzeros, sparsity, prunable_params, prunable_nonzeros, prunable_sparsity},
-    files:    file name -> {bytes, sha256}
+    files:    file name -> {bytes, sha256},
+    structure (only for a structurally pruned model): {
+              record: [{module, attr, value}], the attribute changes surgery made, replayed by
+                  ``load`` on the freshly built dense model together with ``tensors``' shapes,
+              config: Hugging Face only, the widths written into config.json,
+              from_pretrained: Hugging Face only, whether config.json alone describes every
+                  shape, so that transformers' ``from_pretrained`` opens the folder directly}
 
 ``encoding`` says how a tensor is stored in the weights file. Only ``"dense"`` exists today;
 later encodings (sparse bitmask, int8, codebooks) add a value and a decoder, and a reader that
@@ -37,6 +43,16 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.io_structure import (
+    check_consistent,
+    check_record_fits,
+    hf_config_updates,
+    pruned_builtin_source,
+    record_of,
+    replay,
+    restored_on_error,
+)
+from prunekit.prune.structured.shrink import structure_record
 
 FORMAT = "prunekit-artifact"
 FORMAT_VERSION = 1
@@ -88,6 +104,9 @@ def save(
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         manifest = _manifest(model, source, tmp / WEIGHTS, tied)
+        structure = _structure(model, tmp, is_hf_model(model))
+        if structure is not None:
+            manifest["structure"] = structure
         _write_json(tmp / MANIFEST, manifest)
         _swap_into_place(tmp, path)
     except BaseException:
@@ -99,23 +118,33 @@ def save(
 def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     """Read an artifact written by ``save``; returns the module in eval mode.
 
-    With ``model`` given, every tensor's shape is checked against the manifest before anything
-    is copied, so a mismatch leaves ``model`` untouched; the weights then load strictly into it.
-    Without ``model``, a built-in source is rebuilt with ``prunekit.models.build`` and a
-    Hugging Face one with ``from_pretrained`` on the artifact directory itself.
+    With ``model`` given, every tensor's shape is checked against the manifest before any
+    weight is copied, and a mismatch leaves ``model`` as it was; the weights then load strictly
+    into it. Without ``model``, a built-in source is rebuilt with ``prunekit.models.build`` and a
+    Hugging Face one with ``from_pretrained`` on the artifact directory itself (or from its
+    config.json alone when a structurally pruned model's weights do not fit that config).
+    A structurally pruned model (the manifest has a structure record) is built dense, then given
+    the saved shapes and layer attributes by replaying the record; shapes are compared after that.
     """
     path = Path(path)
     manifest = read_manifest(path)
+    record = record_of(manifest)
     if model is None:
-        model = _rebuild(manifest["source"], path)
+        model = _rebuild(manifest, path, bool(record))
     elif not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module or None; got {type(model).__name__}")
-    _check_shapes(model, manifest["tensors"], path)
     state = _read_state(path, manifest)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise PrunekitError(f"{path}: the weights do not fit the model: {e}") from None
+    _check_names(model, manifest["tensors"], path)
+    check_record_fits(model, record, path)
+    with restored_on_error(model, record):
+        if record:
+            replay(model, {n: e["shape"] for n, e in manifest["tensors"].items()}, record)
+            check_consistent(model, path)
+        _check_shapes(model, manifest["tensors"], path)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise PrunekitError(f"{path}: the weights do not fit the model: {e}") from None
     return model.eval()
 
 
@@ -169,7 +198,7 @@ def _check_source(model: nn.Module, source: dict[str, Any] | None) -> dict[str, 
     if source is None:
         from prunekit.models.registry import builtin_source
 
-        builtin = builtin_source(model)
+        builtin = builtin_source(model) or pruned_builtin_source(model)
         if builtin is not None:
             return builtin
         cls = type(model)
@@ -294,12 +323,30 @@ def _sparsity_summary(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _rebuild(source: dict[str, Any], path: Path) -> nn.Module:
+def _structure(model: nn.Module, folder: Path, hf: bool) -> dict[str, Any] | None:
+    record = structure_record(model)
+    if not record:
+        return None
+    structure: dict[str, Any] = {"record": record}
+    if hf:
+        updates, complete = hf_config_updates(model)
+        if updates:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            _write_json(folder / "config.json", {**config, **updates})
+        structure.update(config=updates, from_pretrained=complete)
+    return structure
+
+
+def _rebuild(manifest: dict[str, Any], path: Path, structured: bool) -> nn.Module:
+    source = manifest["source"]
     if source.get("kind") == "hf":
-        from prunekit.models.hf import load_hf_model
+        from prunekit.models.hf import build_hf_model, load_hf_model
 
         class_name = source.get("class")
-        return load_hf_model(path, class_name if isinstance(class_name, str) else None)
+        class_name = class_name if isinstance(class_name, str) else None
+        if structured and not manifest["structure"].get("from_pretrained"):
+            return build_hf_model(path, class_name, dtype=_main_dtype(manifest["tensors"]))
+        return load_hf_model(path, class_name)
     if source.get("kind") != "builtin":
         what = source.get("class") or source.get("kind")
         raise PrunekitError(
@@ -314,7 +361,17 @@ def _rebuild(source: dict[str, Any], path: Path) -> nn.Module:
     return build(source["name"], **kwargs)
 
 
-def _check_shapes(model: nn.Module, tensors: dict[str, Any], path: Path) -> None:
+def _main_dtype(tensors: dict[str, Any]) -> torch.dtype | None:
+    # The floating-point dtype holding most of the weights, as from_pretrained's dtype="auto".
+    counts: dict[str, int] = {}
+    for entry in tensors.values():
+        dtype = getattr(torch, str(entry.get("dtype")), None)
+        if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            counts[entry["dtype"]] = counts.get(entry["dtype"], 0) + int(entry.get("numel", 0))
+    return getattr(torch, max(counts, key=counts.__getitem__)) if counts else None
+
+
+def _check_names(model: nn.Module, tensors: dict[str, Any], path: Path) -> None:
     state = model.state_dict()
     missing = [n for n in tensors if n not in state]
     unexpected = [n for n in state if n not in tensors]
@@ -324,6 +381,10 @@ def _check_shapes(model: nn.Module, tensors: dict[str, Any], path: Path) -> None
             f"{missing[:5]}, not in the artifact {unexpected[:5]}; pass the architecture it "
             f"was saved from"
         )
+
+
+def _check_shapes(model: nn.Module, tensors: dict[str, Any], path: Path) -> None:
+    state = model.state_dict()
     for name, entry in tensors.items():
         expected, received = list(entry.get("shape", [])), list(state[name].shape)
         if expected != received:

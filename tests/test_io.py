@@ -111,6 +111,7 @@ def test_manifest_describes_tensors_and_sparsity(tmp_path: Path) -> None:
     assert manifest["format"] == "prunekit-artifact" and manifest["format_version"] == 1
     assert isinstance(manifest["prunekit_version"], str)
     assert manifest["source"] == {"kind": "user", "class": f"{MLP.__module__}.MLP"}
+    assert "structure" not in manifest  # only structurally pruned models carry a record
     fc1 = manifest["tensors"]["fc1.weight"]
     assert fc1 == {
         "dtype": "float32",
@@ -148,6 +149,13 @@ def test_different_tensor_names_are_rejected(tmp_path: Path) -> None:
         (lambda d: (d / "manifest.json").write_text('{"format": "other"}'), "not a prunekit"),
         (lambda d: (d / "model.safetensors").unlink(), "model.safetensors is missing"),
         (lambda d: _flip_last_byte(d / "model.safetensors"), "checksum"),
+        (lambda d: _edit_manifest(d, structure={"record": [{"module": "fc1"}]}), "malformed"),
+        (
+            lambda d: _edit_manifest(
+                d, structure={"record": [{"module": "fc9", "attr": "in_features", "value": 3}]}
+            ),
+            "fc9 has 'in_features'",
+        ),
     ],
 )
 def test_damaged_artifact_raises_prunekit_error(tmp_path: Path, damage, message: str) -> None:
@@ -168,6 +176,11 @@ def test_truncated_safetensors_raises_prunekit_error(tmp_path: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(PrunekitError, match="cannot be read"):
         pio.load(tmp_path / "m", model=MLP())
+
+
+def _edit_manifest(folder: Path, **fields: object) -> None:
+    file = folder / "manifest.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), **fields}))
 
 
 def _flip_last_byte(file: Path) -> None:

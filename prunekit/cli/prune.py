@@ -1,4 +1,8 @@
-"""``prunekit prune``: prune a model, optionally fine-tune it, and write it with its report."""
+"""``prunekit prune``: prune a model, optionally fine-tune it, and write it with its report.
+
+Structured patterns (``channel``, ``head``) trace the model on the first batch of ``--data`` and
+rebuild its layers smaller; ``--dry-run`` prints that plan and writes nothing.
+"""
 
 from __future__ import annotations
 
@@ -26,19 +30,42 @@ from prunekit.measure.accuracy import top1_accuracy
 from prunekit.measure.tasks import text_metrics
 from prunekit.prune import prune_
 from prunekit.prune.schedule import SCHEDULES, make_schedule
+from prunekit.prune.structured import StructuredReport, prune_structured_
 from prunekit.registry import get_method
 from prunekit.train import finetune_
 
 
 def prune(
     model: str = typer.Option(
-        ..., help="Model SPEC: builtin:NAME, py:FILE.py:FUNCTION, or a saved directory."
+        ..., help="Model SPEC: builtin:NAME, hf:PATH, py:FILE.py:FUNCTION, or a saved directory."
     ),
     method: str = typer.Option(..., help="A registered pruning method (see `prunekit methods`)."),
-    out: Path = typer.Option(..., help="Output directory: model/, report.json, report.md."),
-    sparsity: float | None = typer.Option(None, help="Fraction of weights removed, in [0, 1)."),
-    pattern: str = typer.Option("unstructured", help="'unstructured' or N:M such as 2:4."),
+    out: Path | None = typer.Option(
+        None, help="Output directory: model/, report.json, report.md (not with --dry-run)."
+    ),
+    sparsity: float | None = typer.Option(
+        None, help="Fraction of weights (structured: of channels or heads) removed, in [0, 1)."
+    ),
+    pattern: str | None = typer.Option(
+        None,
+        help="'unstructured', N:M such as 2:4, 'channel' or 'head' (default: the method's, "
+        "'unstructured' for most).",
+    ),
     scope: str = typer.Option("layer", help="'layer' or 'global'."),
+    macs_reduction: float | None = typer.Option(
+        None, help="Structured: prune until the forward pass needs this many times fewer MACs."
+    ),
+    round_to: int | None = typer.Option(
+        None, help="Structured: kept channel counts are multiples of this."
+    ),
+    min_channels: int | None = typer.Option(
+        None, help="Structured: channels every pruned layer keeps at least."
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Structured: print the plan (units kept, params, MACs); write nothing.",
+    ),
     data: str | None = typer.Option(None, help="Data SPEC (default: the builtin model's dataset)."),
     finetune_epochs: int = typer.Option(0, help="Epochs of fine-tuning after (or while) pruning."),
     schedule: str = typer.Option("oneshot", help=f"With fine-tuning: {', '.join(SCHEDULES)}."),
@@ -60,32 +87,39 @@ def prune(
     seed: int = typer.Option(0, help="Seed for data order and random choices."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
 ) -> None:
-    """Prune a model (and fine-tune it with the masks kept); print the before/after table."""
+    """Prune a model (and fine-tune it with the masks kept); print the before/after table.
+
+    With --pattern channel or head, whole units go and the layers are rebuilt smaller."""
     from prunekit.models import load_model
 
     info = get_method(method, kind="prune")
-    fields: dict[str, Any] = {
-        "sparsity": sparsity,
+    fields: dict[str, Any] = {"sparsity": sparsity, "scope": scope, "seed": seed}
+    given = {
         "pattern": pattern,
-        "scope": scope,
-        "seed": seed,
+        "macs_reduction": macs_reduction,
+        "round_to": round_to,
+        "min_channels": min_channels,
+        "num_samples": num_samples,
+        "targets": list(target) if target else None,
+        "ignore": list(ignore) if ignore else None,
     }
-    if target:
-        fields["targets"] = list(target)
-    if ignore:
-        fields["ignore"] = list(ignore)
-    if num_samples is not None:
-        fields["num_samples"] = num_samples
+    fields.update({k: v for k, v in given.items() if v is not None})
     fields.update(parse_options(option or []))
     config = info.config(**fields)
     plan = make_schedule(schedule)
+    _check_structured_options(config, dry_run, out, finetune_epochs, schedule)
     net, source = load_model(model, weights=weights)
     splits = resolve_data(data, source, needed=True, model=net, seq_len=seq_len)
     text = is_text(splits)
     train, test = loaders(splits, 8 if text else batch_size, seed)
+    if dry_run:
+        _dry_run(net, config, train, model, splits.name, json_out)
+        return
+    assert out is not None  # _check_structured_options
     dense = copy.deepcopy(net)
 
     start = time.perf_counter()
+    plan_table: str | None = None
     report: dict[str, Any] = {"model": model, "data": splits.name, "config": config.to_dict()}
     if text:
         report["evaluation"] = {
@@ -98,7 +132,9 @@ def prune(
     with console.status(f"pruning with {info.name}…", spinner="dots"):
         gradual = finetune_epochs > 0 and (schedule != "oneshot" or config.needs_training)
         if not gradual:
-            report["prune"] = prune_(net, config, data=train).to_dict()
+            pruned = prune_(net, config, data=train)
+            plan_table = str(pruned) if isinstance(pruned, StructuredReport) else None
+            report["prune"] = pruned.to_dict()
             report["accuracy_after_prune"] = None if text else _acc(net, test)
     if finetune_epochs > 0:
         ft = finetune_(
@@ -131,13 +167,50 @@ def prune(
         source={**source, "pruned_with": config.to_dict()},
         tokenizer=splits.tokenizer if text else None,
     )
-    title = f"# prunekit prune: {model}, {info.name}, {config.target_sparsity:.0%} {pattern}\n\n"
-    write_reports(out, report, title + comparison.to_markdown())
+    title = f"# prunekit prune: {model}, {info.name}, {_amount(config)}\n\n"
+    plan_md = f"```\n{plan_table}\n```\n\n" if plan_table else ""
+    write_reports(out, report, title + plan_md + comparison.to_markdown())
     if json_out:
         print_json(report)
     else:
+        if plan_table:
+            show(plan_table)
         show(str(comparison))
         console.print(f"wrote {out / 'model'}, {out / 'report.json'}, {out / 'report.md'}")
+
+
+def _check_structured_options(
+    config: Any, dry_run: bool, out: Path | None, finetune_epochs: int, schedule: str
+) -> None:
+    # Checked before the model loads, so bad combinations cost nothing and write nothing.
+    if dry_run and not config.structured:
+        raise PrunekitError(
+            f"--dry-run plans structured pruning only (--pattern channel or head); got "
+            f"pattern {config.pattern!r}"
+        )
+    if out is None and not dry_run:
+        raise PrunekitError("--out: name the output directory (or pass --dry-run to only plan)")
+    if config.structured and finetune_epochs > 0 and schedule != "oneshot":
+        raise PrunekitError(
+            f"--schedule {schedule}: structured pruning is applied in one shot, then fine-tuned; "
+            f"use --schedule oneshot with pattern {config.pattern!r}"
+        )
+
+
+def _dry_run(net: Any, config: Any, train: Any, model: str, data: str, json_out: bool) -> None:
+    with console.status("planning…", spinner="dots"):
+        report = prune_structured_(net, config, train, dry_run=True)
+    if json_out:
+        print_json({"model": model, "data": data, "dry_run": True, "prune": report.to_dict()})
+    else:
+        show(str(report))
+        console.print("dry run: nothing was changed or written")
+
+
+def _amount(config: Any) -> str:
+    if config.macs_reduction is not None:
+        return f"{config.pattern}, {config.macs_reduction:g}× fewer MACs"
+    return f"{config.target_sparsity:.0%} {config.pattern}"
 
 
 def parse_options(options: list[str]) -> dict[str, Any]:

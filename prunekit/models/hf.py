@@ -106,6 +106,25 @@ def load_hf_model(path: str | Path, class_name: str | None = None) -> nn.Module:
     return model.eval()
 
 
+def build_hf_model(path: str | Path, class_name: str | None = None, dtype: Any = None) -> nn.Module:
+    """The architecture ``config.json`` in folder ``path`` describes, freshly initialised, in
+    eval mode: for weights that do not fit the config (a structurally pruned model), which are
+    loaded after its shapes are restored. ``dtype``: of the floating-point weights."""
+    folder = _folder(path)
+    transformers = transformers_module()
+    config = _config(transformers, folder)
+    cls = _model_class(transformers, config, class_name, folder)
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    build = cls.from_config if hasattr(cls, "from_config") else cls._from_config
+    try:
+        model = build(config, **kwargs)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise PrunekitError(
+            f"hf: cannot build the {config.model_type} model of {folder} as {cls.__name__}: {err}"
+        ) from err
+    return model.eval()
+
+
 def load_tokenizer(path: str | Path) -> Any:
     """The tokenizer saved in folder ``path``; a PrunekitError naming the missing files."""
     folder = _folder(path)

@@ -72,6 +72,11 @@ def _from_hf(path: str, weights: str | Path | None) -> tuple[nn.Module, dict[str
         )
     if not path:
         raise PrunekitError("model spec 'hf:': name the folder, e.g. hf:./my-model")
+    folder = Path(path).expanduser()
+    if (folder / "manifest.json").is_file():
+        # Written by pk.save: it may hold a structurally pruned model that only the manifest
+        # can rebuild (config.json cannot express every per-layer width).
+        return _from_dir(folder, None)
     model = load_hf_model(path)
     return model, hf_source(model)
 

@@ -28,7 +28,7 @@ from prunekit.prune.structured.plan import Limits, plan_global, plan_layer, sear
 from prunekit.prune.structured.report import GroupRow, StructuredReport
 from prunekit.prune.structured.rules import HEAD
 from prunekit.prune.structured.shrink import Undo, shrink_
-from prunekit.prune.structured.trace import run_model
+from prunekit.prune.structured.trace import run_model, split_inputs
 from prunekit.registry import method_for_config
 from prunekit.targets import _check_selectors, _matches
 
@@ -83,8 +83,11 @@ def prune_structured_(
             "rank its channels; use magnitude or taylor for this model"
         )
     removed = _plan(model, graph, candidates, scores, config)
+    # MACs per sample, as measure() reports them; the graph counted the example batch.
+    per = _batch(example_inputs)
     before = graph.count()
     after = graph.count(removed)
+    before, after = (before[0], before[1] // per), (after[0], after[1] // per)
     report = StructuredReport(
         method=method,
         config=config.to_dict(),
@@ -107,6 +110,12 @@ def prune_structured_(
         report.applied = True
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _batch(example_inputs: Any) -> int:
+    args, kwargs = split_inputs(example_inputs)
+    first = next((t for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor)), None)
+    return int(first.shape[0]) if first is not None and first.dim() else 1
 
 
 def _members(g: Group) -> str:

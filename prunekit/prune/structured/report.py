@@ -17,7 +17,7 @@ class GroupRow:
 
 @dataclass
 class StructuredReport:
-    """Units per group before/after; parameters and MACs (on the example input) before/after.
+    """Units per group before/after; parameters and MACs per sample before/after.
 
     left_alone: groups that were candidates but are not pruned, with the reason.
     blocked: parameter dimensions that can never shrink, with the reason (top reasons only).
