@@ -5,8 +5,10 @@ Writes bench/results/*.md and *.json; the README quotes them.
 
 from __future__ import annotations
 
-from bench import oneshot, unstructured
+from bench import minilm_structured, oneshot, structured, unstructured
 
 if __name__ == "__main__":
     unstructured.main([])
+    structured.main([])
+    minilm_structured.main([])
     oneshot.main([])

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +82,8 @@ def time_models(
     together = f"{len(models)} models interleaved, " if len(models) > 1 else ""
     method = (
         f"median of >= {MIN_ROUNDS} timed blocks per batch size after {warmup} warm-up calls, "
-        f"{together}eval mode, torch.inference_mode(), {threads} threads"
+        f"{together}eval mode, torch.inference_mode(), channels_last for conv nets, "
+        f"{threads} threads"
     )
     return [
         Latency(m, dict(rounds), threads, str(model_device(model)), method)
@@ -98,6 +99,10 @@ def _interleaved(
     with ExitStack() as stack, torch.inference_mode():
         for model in models:
             stack.enter_context(evaluating(model))
+        if any(_channels_last(m, b) for m, b in zip(models, batches, strict=True)):
+            for model in models:
+                stack.enter_context(_as_channels_last(model))
+            batches = [_to_channels_last(b) for b in batches]
         runs = [_runner(m, b) for m, b in zip(models, batches, strict=True)]
         for run in runs:
             for _ in range(warmup):
@@ -113,6 +118,35 @@ def _interleaved(
                 spent[i] += elapsed
                 samples[i].append(elapsed / calls[i])
     return samples
+
+
+def _channels_last(model: nn.Module, batch: Any) -> bool:
+    """Conv nets run in channels_last on CPU, as deployed: oneDNN's convolutions are faster in
+    it (1.4× on the VGG-BN here); both models of a comparison get the same layout."""
+    return (
+        model_device(model).type == "cpu"
+        and isinstance(batch, torch.Tensor)
+        and batch.dim() == 4
+        and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    )
+
+
+@contextmanager
+def _as_channels_last(model: nn.Module) -> Iterator[None]:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    was = conv is not None and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        if not was:
+            model.to(memory_format=torch.contiguous_format)
+
+
+def _to_channels_last(batch: Any) -> Any:
+    if isinstance(batch, torch.Tensor) and batch.dim() == 4:
+        return batch.contiguous(memory_format=torch.channels_last)
+    return batch
 
 
 def _calls_per_block(run: Callable[[], None]) -> int:
