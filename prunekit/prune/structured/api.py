@@ -9,6 +9,7 @@ model back to exactly what it was.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -24,7 +25,13 @@ from prunekit.data.batches import first_batch, split_batch
 from prunekit.errors import PrunekitError
 from prunekit.prune.structured import scores as S
 from prunekit.prune.structured.graph import DependencyGraph, Group, analyze
-from prunekit.prune.structured.plan import Limits, plan_global, plan_layer, search_macs
+from prunekit.prune.structured.plan import (
+    Limits,
+    per_unit,
+    plan_global,
+    plan_layer,
+    search_macs,
+)
 from prunekit.prune.structured.report import GroupRow, StructuredReport
 from prunekit.prune.structured.rules import HEAD
 from prunekit.prune.structured.shrink import Undo, shrink_
@@ -215,6 +222,16 @@ def _plan(
                 return value
         return default
 
+    for g in groups:
+        ratio = ratio_of(g, -1.0)
+        if ratio >= 0 and g.size - math.floor(ratio * g.size + 1e-9) < math.ceil(
+            config.min_channels / per_unit(g)
+        ):
+            raise PrunekitError(
+                f"layer_sparsity: {ratio:g} of {g.name}'s {g.size} {g.kind}s would leave fewer "
+                f"than min_channels={config.min_channels}; lower its ratio or min_channels"
+            )
+
     def plan_at(ratio: float) -> dict[int, np.ndarray]:
         fixed = [g for g in groups if ratio_of(g, -1.0) >= 0]
         free = [g for g in groups if ratio_of(g, -1.0) < 0]
@@ -348,8 +365,9 @@ def _compare(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> floa
         if not diff <= 1e-4 * scale:
             raise PrunekitError(
                 f"verification: output {i} differs from the masked model by {diff:.3g} (scale "
-                f"{scale:.3g}); the dependency analysis missed a coupling. Rolled back; please "
-                "report this model"
+                f"{scale:.3g}): a coupling the trace cannot see, such as a value read outside "
+                "PyTorch (.numpy(), .tolist()) or an op with a side effect. Rolled back; leave "
+                "the affected layers out with ignore=[...]"
             )
         worst = max(worst, diff)
     return worst

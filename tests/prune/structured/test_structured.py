@@ -178,6 +178,32 @@ def test_a_module_that_reads_stale_attributes_is_rolled_back():
     assert _untouched(model, reference) and model.a.out_features == 16
 
 
+def test_values_read_outside_torch_are_caught_by_verification():
+    class ReadsNumpy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            scale = float(h.detach().numpy().std())  # invisible to the trace
+            return self.b(torch.relu(h) * scale)
+
+    model = ReadsNumpy()
+    reference = copy.deepcopy(model)
+    with pytest.raises(pk.PrunekitError, match="outside PyTorch"):
+        pk.prune_(model, pk.MagnitudeConfig(pattern="channel"), example_inputs=torch.randn(3, 4))
+    assert _untouched(model, reference)
+
+
+def test_a_layer_ratio_that_would_empty_a_layer_is_refused():
+    model, batches = zoo.build("cnn-bn")
+    config = pk.MagnitudeConfig(pattern="channel", min_channels=4,
+                                layer_sparsity={"features.0": 0.75})  # fmt: skip
+    with pytest.raises(pk.PrunekitError, match=r"features\.0's 8 channels .* min_channels=4"):
+        pk.prune_(model, config, example_inputs=batches[0][0])
+
+
 def test_pruned_model_fine_tunes():
     model, batches = zoo.build("residual")
     pk.prune_(model, pk.MagnitudeConfig(sparsity=0.5, pattern="channel"), data=batches)
