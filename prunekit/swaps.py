@@ -1,0 +1,95 @@
+"""Module swaps: a layer replaced by a compressed version, recorded so ``load`` can rebuild it.
+
+Weight sharing swaps a Linear for one that stores a codebook and indices; quantization swaps it
+for one that stores int8 weights and scales. A swapped-in module keeps all its state in plain
+parameters and buffers (so safetensors can store it, no pickle), and its kind is registered with
+a builder that makes it again from the original layer and the recorded ``args``. The model
+carries the list of swaps it went through; ``prunekit.io`` writes it into the manifest and
+replays it on a freshly built model before loading the tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from prunekit.errors import PrunekitError
+
+SWAPS_ATTR = "_prunekit_swaps"
+
+Builder = Callable[[nn.Module, dict[str, Any]], nn.Module]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_swap(kind: str, build: Builder) -> None:
+    """``build(original_layer, args)`` returns the swapped-in module (weights not yet loaded)."""
+    if kind in _BUILDERS and _BUILDERS[kind] is not build:
+        raise RuntimeError(f"swap kind {kind!r} is registered twice")
+    _BUILDERS[kind] = build
+
+
+def swap_record(model: nn.Module) -> list[dict[str, Any]]:
+    """The swaps ``model`` went through, in order: ``[{module, kind, args}]`` (JSON-ready)."""
+    return list(model.__dict__.get(SWAPS_ATTR, []))
+
+
+def swap_(
+    model: nn.Module, name: str, new: nn.Module, kind: str, args: dict[str, Any]
+) -> nn.Module:
+    """Put ``new`` in place of the submodule ``name``; record it. Returns the old module."""
+    if kind not in _BUILDERS:
+        raise RuntimeError(f"swap kind {kind!r} has no registered builder")
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, child)
+    setattr(parent, child, new)
+    model.__dict__[SWAPS_ATTR] = [*swap_record(model), {"module": name, "kind": kind,
+                                                        "args": dict(args)}]  # fmt: skip
+    return old
+
+
+def unswap_(model: nn.Module, name: str, old: nn.Module) -> None:
+    """Undo the last :func:`swap_` of ``name`` (for an operation that fails half-way)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, old)
+    record = swap_record(model)
+    for i in range(len(record) - 1, -1, -1):
+        if record[i]["module"] == name:
+            del record[i]
+            break
+    model.__dict__[SWAPS_ATTR] = record
+
+
+def replay_swaps_(model: nn.Module, record: list[dict[str, Any]]) -> None:
+    """Apply recorded swaps to a freshly built model (tensors are loaded afterwards)."""
+    _load_builtin_swaps()
+    for entry in record:
+        kind, name = entry.get("kind"), entry.get("module")
+        if kind not in _BUILDERS:
+            raise PrunekitError(
+                f"the artifact swaps {name!r} for a {kind!r} module, which this prunekit version "
+                f"does not know; known: {', '.join(sorted(_BUILDERS)) or 'none'}"
+            )
+        try:
+            original = model.get_submodule(name)
+        except AttributeError:
+            raise PrunekitError(
+                f"the artifact swaps module {name!r}, which the model does not have"
+            ) from None
+        swap_(model, name, _BUILDERS[kind](original, entry.get("args") or {}), kind,
+              entry.get("args") or {})  # fmt: skip
+
+
+def _load_builtin_swaps() -> None:
+    # The packages that define swapped-in modules register their builders on import.
+    import importlib
+
+    for package in ("prunekit.share", "prunekit.quantize"):
+        try:
+            importlib.import_module(package)
+        except ModuleNotFoundError as e:
+            if e.name != package:
+                raise
