@@ -26,6 +26,7 @@ from prunekit.prune import (
     prune_,
 )
 from prunekit.registry import MethodInfo, methods
+from prunekit.share import KMeansConfig, ShareReport, share_weights_
 from prunekit.train import FinetuneReport, finetune_, teacher_copy
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "DataNotFoundError",
     "FinetuneReport",
     "Iterative",
+    "KMeansConfig",
     "MagnitudeConfig",
     "Measurement",
     "MethodInfo",
@@ -47,6 +49,7 @@ __all__ = [
     "PruneReport",
     "PrunekitError",
     "RandomConfig",
+    "ShareReport",
     "SparseGPTConfig",
     "TaylorConfig",
     "WandaConfig",
@@ -60,5 +63,6 @@ __all__ = [
     "models",
     "prune_",
     "save",
+    "share_weights_",
     "teacher_copy",
 ]

@@ -7,19 +7,41 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from prunekit.swaps import swap_record
 from prunekit.targets import prunable_types
 
 FP32_BYTES = 4
 
 
+def _logical_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """The model's weights as a user thinks of them: plain parameters, and for a swapped-in
+    compressed layer (shared codebook, int8) its decoded ``weight`` and bias instead of its
+    storage (codebook, indices, scales); storage size is what the artifact bytes report."""
+    swapped = {entry["module"] for entry in swap_record(model)}
+    inside: set[int] = set()
+    tensors: list[torch.Tensor] = []
+    for name in swapped:
+        module = model.get_submodule(name)
+        inside.update(id(p) for p in module.parameters())
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            tensors.append(weight.detach())
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            tensors.append(bias.detach())
+    tensors += [p for p in model.parameters() if id(p) not in inside]
+    return tensors
+
+
 def count_params(model: nn.Module) -> int:
-    """Number of parameters of ``model`` (a tied weight counts once)."""
-    return sum(p.numel() for p in model.parameters())
+    """Number of parameters of ``model`` (a tied weight counts once; a compressed layer counts
+    the weights it represents)."""
+    return sum(t.numel() for t in _logical_tensors(model))
 
 
 def count_nonzeros(model: nn.Module) -> int:
     """Number of parameters of ``model`` that are not exactly zero (a tied weight counts once)."""
-    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    return sum(int(torch.count_nonzero(t)) for t in _logical_tensors(model))
 
 
 def dense_bytes(model: nn.Module) -> int:
@@ -31,9 +53,10 @@ def prunable_weights(model: nn.Module) -> Iterator[tuple[str, nn.Module, torch.T
     """``(name, module, weight)`` for every prunable layer (Linear/Conv, transformers' Conv1D)
     that has a weight tensor: the layers whose cost scales with their weight density."""
     kinds = prunable_types()
+    swapped = {entry["module"] for entry in swap_record(model)}
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        if isinstance(module, kinds) and isinstance(weight, torch.Tensor):
+        if (isinstance(module, kinds) or name in swapped) and isinstance(weight, torch.Tensor):
             yield name, module, weight
 
 

@@ -1,0 +1,51 @@
+"""The weight-sharing config: pure, validated data."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from prunekit.config import BaseConfig
+
+MIN_BITS, MAX_BITS = 1, 8
+
+
+class KMeansConfig(BaseConfig):
+    """K-means weight sharing (Deep Compression, Han et al. 2016).
+
+    bits: each layer's non-zero weights share ``2**bits`` values (1..8).
+    conv_bits: bits for convolutions (``nn.Conv1d/2d/3d``), which tolerate less sharing than
+        fully connected layers (Han et al. used 8 for convolutions, 5 for the rest); ``None``
+        means ``bits``.
+    init: where the centroids start: ``"linear"`` (evenly over [min, max] of the non-zero
+        weights, which keeps the rare large weights represented; best in Han et al.),
+        ``"kmeans++"`` or ``"random"``.
+    targets: layers to share: class names, exact module names or ``"re:<regex>"``; ``None``
+        means every ``nn.Linear``, ``nn.Conv1d/2d/3d`` and transformers' ``Conv1D``.
+    ignore: layers to leave alone, in the same forms.
+    seed: for the ``kmeans++`` and ``random`` initialisations.
+    max_iter: k-means iterations at most, per layer.
+    """
+
+    bits: int = 5
+    conv_bits: int | None = None
+    init: Literal["linear", "kmeans++", "random"] = "linear"
+    targets: list[str] | None = None
+    ignore: list[str] = Field(default_factory=list)
+    seed: int = 0
+    max_iter: int = Field(300, ge=1)
+
+    @field_validator("bits", "conv_bits")
+    @classmethod
+    def _bits_in_range(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and not MIN_BITS <= v <= MAX_BITS:
+            raise ValueError(
+                f"{info.field_name} must be in {MIN_BITS}..{MAX_BITS} (2 to 256 shared values "
+                f"per layer); got {v}"
+            )
+        return v
+
+    def bits_for(self, is_conv: bool) -> int:
+        """The bits a layer gets: ``conv_bits`` for convolutions when set, else ``bits``."""
+        return self.conv_bits if is_conv and self.conv_bits is not None else self.bits
