@@ -1,64 +1,80 @@
-"""The artifact: a directory holding ``model.safetensors`` and ``manifest.json``, never a pickle.
+"""The artifact: a directory holding ``manifest.json`` and one safetensors file, never a pickle.
 
-Layout of ``manifest.json`` (``format_version`` 1)::
+Layout of ``manifest.json`` (``format_version`` 2; version 1 artifacts still load)::
 
     format, format_version, prunekit_version,
     source:   how to rebuild the module ({"kind": "builtin", "name", "kwargs"},
               {"kind": "hf", "path", "model_type", "class"} or
               {"kind": "user", "class": "pkg.mod.Class"}),
-    tensors:  state_dict name -> {dtype, shape, numel, nonzeros, encoding, [tied_to]},
+    storage:  "encoded": ``model.encoded.safetensors`` holds each tensor in its smallest exact
+              form (see ``prunekit.artifact``), or "plain": ``model.safetensors`` holds the
+              tensors as they are,
+    tensors:  state_dict name -> {dtype, shape, numel, nonzeros, bytes (in the weights file),
+              then ``tied_to`` for a tensor sharing another's storage, or its encoding:
+              encoding, values, [offset], streams [{codec, bits, count, bytes}]},
     sparsity: {params, nonzeros, sparsity, prunable_params, prunable_nonzeros, prunable_sparsity},
-    files:    file name -> {bytes, sha256},
+    files:    every file but the manifest -> {bytes, sha256},
     structure (only for a structurally pruned model): {
               record: [{module, attr, value}], the attribute changes surgery made, replayed by
                   ``load`` on the freshly built dense model together with ``tensors``' shapes,
               config: Hugging Face only, the widths written into config.json,
-              from_pretrained: Hugging Face only, whether config.json alone describes every
-                  shape, so that transformers' ``from_pretrained`` opens the folder directly}
+              from_pretrained: Hugging Face only, whether transformers' ``from_pretrained``
+                  opens the folder directly},
+    swaps (only for a model with swapped-in layers, e.g. codebooks or int8 weights):
+              [{module, kind, args}], replayed by ``load`` after the structure, before the
+              tensors are loaded (``prunekit.swaps``).
 
-``encoding`` says how a tensor is stored in the weights file. Only ``"dense"`` exists today;
-later encodings (sparse bitmask, int8, codebooks) add a value and a decoder, and a reader that
-meets an encoding it does not know refuses instead of loading garbage.
-
-A Hugging Face model (``transformers.PreTrainedModel``) is written by its own
-``save_pretrained``, so the directory is also a Hugging Face folder that ``from_pretrained`` and
-``hf:DIR`` open; ``model.safetensors`` is then transformers' file, which omits tied copies (the
-manifest records them with ``tied_to``), and the tokenizer's files sit beside it when given.
+A Hugging Face model (``transformers.PreTrainedModel``) without swapped layers is written by its
+own ``save_pretrained`` with plain storage, so the directory is also a Hugging Face folder that
+``from_pretrained`` and ``hf:DIR`` open (``model.safetensors`` is then transformers' file, which
+omits tied copies); ``compress=True`` encodes it too, and then only ``pk.load`` opens it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_model
+from safetensors import safe_open
+from safetensors.torch import save_model
 from torch import nn
 
+from prunekit.artifact.container import read_encoded, read_plain, storage_key, write_encoded
+from prunekit.artifact.manifest import (
+    ENCODED,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PLAIN,
+    check_expansion,
+    decoded_bytes,
+    dtype_of,
+    read_manifest,
+    sha256,
+    verify_files,
+    weights_file,
+)
+from prunekit.artifact.source import check_source, rebuild
 from prunekit.errors import PrunekitError
 from prunekit.io_structure import (
     check_consistent,
     check_record_fits,
     hf_config_updates,
-    pruned_builtin_source,
+    outside,
     record_of,
     replay,
     restored_on_error,
 )
 from prunekit.prune.structured.shrink import structure_record
+from prunekit.swaps import replay_swaps_, swap_record
 
-FORMAT = "prunekit-artifact"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-WEIGHTS = "model.safetensors"
-ENCODINGS = ("dense",)
+__all__ = ["artifact_bytes", "artifact_size", "load", "read_manifest", "save"]
+
 HF_MAX_SHARD = "10000GB"
 
 
@@ -68,6 +84,7 @@ def save(
     *,
     source: dict[str, Any] | None = None,
     tokenizer: Any = None,
+    compress: bool | None = None,
 ) -> Path:
     """Write ``model`` (its full state_dict, buffers included) as an artifact directory.
 
@@ -76,17 +93,21 @@ def save(
     (``{"kind": "user", "class": "pkg.mod.Class"}``), which ``load`` cannot import by itself, or
     for a Hugging Face model ``{"kind": "hf", ...}``, which ``load`` reopens from the directory.
     ``tokenizer`` (anything with ``save_pretrained``, e.g. a Hugging Face tokenizer) is saved
-    beside the weights.
+    beside the weights. ``compress``: encode every tensor in its smallest exact form (True),
+    store them as they are (False), or None: encode, except a Hugging Face model without
+    swapped layers, which stays a folder ``from_pretrained`` opens.
     The directory appears complete or not at all: an existing artifact at ``path`` is replaced
     only once the new one is fully written. Returns the artifact directory.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
+    if compress is not None and not isinstance(compress, bool):
+        raise TypeError(f"compress: expected True, False or None; got {compress!r}")
     path = Path(path)
-    # Imported here, as in _rebuild: the model registry may import this module at import time.
+    # Imported here: the model registry may import this module at import time.
     from prunekit.models.hf import is_hf_model
 
-    source = _check_source(model, source)
+    source = check_source(model, source)
     if tokenizer is not None and not callable(getattr(tokenizer, "save_pretrained", None)):
         raise PrunekitError(
             f"tokenizer: expected a Hugging Face tokenizer (with save_pretrained); got "
@@ -97,16 +118,25 @@ def save(
             f"path: {str(path)!r} exists and is not a prunekit artifact; "
             f"choose a new or empty directory"
         )
+    hf, swaps = is_hf_model(model), swap_record(model)
+    encoded = compress if compress is not None else not (hf and not swaps)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        tied = _save_hf(model, tmp) if is_hf_model(model) else _save_plain(model, tmp)
+        entries = _write_tensors(model, tmp, hf=hf, encoded=encoded)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        manifest = _manifest(model, source, tmp / WEIGHTS, tied)
-        structure = _structure(model, tmp, is_hf_model(model))
+        manifest = _manifest(model, source, "encoded" if encoded else "plain", entries)
+        structure = _structure(model, tmp, hf, encoded)
         if structure is not None:
             manifest["structure"] = structure
+        if swaps:
+            manifest["swaps"] = swaps
+        manifest["files"] = {
+            f.name: {"bytes": f.stat().st_size, "sha256": sha256(f)}
+            for f in sorted(tmp.iterdir())
+            if f.is_file()
+        }
         _write_json(tmp / MANIFEST, manifest)
         _swap_into_place(tmp, path)
     except BaseException:
@@ -118,62 +148,44 @@ def save(
 def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     """Read an artifact written by ``save``; returns the module in eval mode.
 
-    With ``model`` given, every tensor's shape is checked against the manifest before any
-    weight is copied, and a mismatch leaves ``model`` as it was; the weights then load strictly
-    into it. Without ``model``, a built-in source is rebuilt with ``prunekit.models.build`` and a
-    Hugging Face one with ``from_pretrained`` on the artifact directory itself (or from its
-    config.json alone when a structurally pruned model's weights do not fit that config).
-    A structurally pruned model (the manifest has a structure record) is built dense, then given
-    the saved shapes and layer attributes by replaying the record; shapes are compared after that.
+    With ``model`` given, every tensor's shape and dtype is checked against the manifest before
+    any weight is decoded, and a mismatch leaves ``model`` as it was; the weights then load
+    strictly into it. Without ``model``, a built-in source is rebuilt with
+    ``prunekit.models.build`` and a Hugging Face one from the artifact directory itself
+    (``from_pretrained``, or its config.json alone when the weights are encoded or do not fit
+    that config). Then, in order: a structure record is replayed (the saved shapes and layer
+    attributes), the recorded layer swaps are replayed, and the tensors are decoded and loaded.
+    A damaged or hostile artifact raises PrunekitError.
     """
     path = Path(path)
     manifest = read_manifest(path)
     record = record_of(manifest)
+    swaps = manifest.get("swaps", [])
+    verify_files(path, manifest)
+    check_expansion(path, "its tensors", decoded_bytes(manifest))
     if model is None:
-        model = _rebuild(manifest, path, bool(record))
+        model = rebuild(manifest, path, bool(record))
     elif not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module or None; got {type(model).__name__}")
-    state = _read_state(path, manifest)
-    _check_names(model, manifest["tensors"], path)
+    swapped = [e["module"] for e in swaps]
+    _check_names(model, manifest["tensors"], path, skip=swapped)
     check_record_fits(model, record, path)
     with restored_on_error(model, record):
         if record:
-            replay(model, {n: e["shape"] for n, e in manifest["tensors"].items()}, record)
+            shapes = {n: e["shape"] for n, e in manifest["tensors"].items()}
+            replay(model, outside(shapes, swapped), record, path)
+        if swaps:
+            _replay_swaps(model, swaps, path)
+        if record:
             check_consistent(model, path)
+        _check_names(model, manifest["tensors"], path)
         _check_shapes(model, manifest["tensors"], path)
+        state = _read_state(path, manifest)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise PrunekitError(f"{path}: the weights do not fit the model: {e}") from None
     return model.eval()
-
-
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    """The parsed, validated ``manifest.json`` of the artifact at ``path``."""
-    path = Path(path)
-    if not path.is_dir():
-        raise PrunekitError(f"path: {str(path)!r} is not an artifact directory written by pk.save")
-    file = path / MANIFEST
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PrunekitError(
-            f"{path}: {MANIFEST} is missing; is this a pk.save directory?"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PrunekitError(f"{file}: not valid JSON ({e}); the artifact is corrupted") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise PrunekitError(f"{file}: not a prunekit artifact manifest (format != {FORMAT!r})")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise PrunekitError(
-            f"{file}: format_version {version!r} is not readable by this prunekit "
-            f"(reads up to {FORMAT_VERSION}); upgrade prunekit"
-        )
-    for key, kind in (("tensors", dict), ("source", dict), ("files", dict)):
-        if not isinstance(manifest.get(key), kind):
-            raise PrunekitError(f"{file}: field {key!r} is missing or malformed; re-save it")
-    return manifest
 
 
 def artifact_bytes(path: str | Path) -> int:
@@ -190,31 +202,7 @@ def artifact_size(model: nn.Module) -> int:
         return artifact_bytes(save(model, Path(tmp) / "model"))
 
 
-def _check_source(model: nn.Module, source: dict[str, Any] | None) -> dict[str, Any]:
-    from prunekit.models.hf import hf_source, is_hf_model
-
-    if source is None and is_hf_model(model):
-        return hf_source(model)
-    if source is None:
-        from prunekit.models.registry import builtin_source
-
-        builtin = builtin_source(model) or pruned_builtin_source(model)
-        if builtin is not None:
-            return builtin
-        cls = type(model)
-        return {"kind": "user", "class": f"{cls.__module__}.{cls.__qualname__}"}
-    if not isinstance(source, Mapping) or not isinstance(source.get("kind"), str):
-        raise PrunekitError(
-            f"source: expected a dict with a 'kind' string, e.g. "
-            f"{{'kind': 'builtin', 'name': 'lenet5', 'kwargs': {{}}}}; got {source!r}"
-        )
-    if source["kind"] == "builtin" and not isinstance(source.get("name"), str):
-        raise PrunekitError(f"source: a builtin source needs a 'name' string; got {source!r}")
-    try:
-        json.dumps(source)
-    except (TypeError, ValueError) as e:
-        raise PrunekitError(f"source: must be JSON-serialisable ({e}); got {source!r}") from None
-    return dict(source)
+# --------------------------------------------------------------------------- saving
 
 
 def _replaceable(path: Path) -> bool:
@@ -240,31 +228,47 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _write_tensors(model: nn.Module, folder: Path, *, hf: bool, encoded: bool) -> dict[str, Any]:
+    """Writes the weights file (and a Hugging Face model's config); returns each tensor's
+    manifest fields beyond dtype, shape and counts."""
+    if encoded:
+        if hf:
+            _save_hf_config(model, folder)
+        return write_encoded(model.state_dict(), folder / ENCODED)
+    tied = _save_hf(model, folder) if hf else _save_plain(model, folder)
+    entries: dict[str, Any] = {}
+    for name, t in model.state_dict().items():
+        entries[name] = {"encoding": "dense", "bytes": 0 if name in tied else t.nbytes}
+        if name in tied:
+            entries[name]["tied_to"] = tied[name]
+    return entries
+
+
 def _save_plain(model: nn.Module, folder: Path) -> dict[str, str]:
-    save_model(model, str(folder / WEIGHTS))
+    save_model(model, str(folder / PLAIN))
     # safetensors stores each shared tensor once and names the dropped aliases in its metadata.
-    with safe_open(str(folder / WEIGHTS), framework="pt") as f:
+    with safe_open(str(folder / PLAIN), framework="pt") as f:
         return dict(f.metadata() or {})
 
 
 def _save_hf(model: nn.Module, folder: Path) -> dict[str, str]:
     # One weights file keeps the manifest's layout; transformers would shard past 5-50 GB.
     model.save_pretrained(str(folder), max_shard_size=HF_MAX_SHARD)  # type: ignore[attr-defined]
-    weights = folder / WEIGHTS
+    weights = folder / PLAIN
     if not weights.is_file():
         raise PrunekitError(
-            f"save: transformers did not write {WEIGHTS} for {type(model).__name__}; "
+            f"save: transformers did not write {PLAIN} for {type(model).__name__}; "
             f"prunekit saves Hugging Face models as one safetensors file"
         )
     with safe_open(str(weights), framework="pt") as f:
         stored = set(f.keys())
     state = model.state_dict()
-    owners = {_storage(t): name for name, t in state.items() if name in stored}
+    owners = {storage_key(t): name for name, t in state.items() if name in stored}
     tied: dict[str, str] = {}
     for name, t in state.items():
         if name in stored:
             continue
-        owner = owners.get(_storage(t))
+        owner = owners.get(storage_key(t))
         if owner is None:
             raise PrunekitError(
                 f"save: transformers saved {type(model).__name__} without tensor {name!r}, "
@@ -274,33 +278,38 @@ def _save_hf(model: nn.Module, folder: Path) -> dict[str, str]:
     return tied
 
 
-def _storage(t: torch.Tensor) -> tuple[Any, ...]:
-    return (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+def _save_hf_config(model: nn.Module, folder: Path) -> None:
+    # The config (and generation settings) that rebuild the architecture; the weights go to the
+    # encoded file, so transformers finds no model.safetensors and refuses rather than loading
+    # random weights.
+    model.config.save_pretrained(str(folder))  # type: ignore[attr-defined]
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    _write_json(folder / "config.json", {**config, "architectures": [type(model).__name__]})
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and model.can_generate():  # type: ignore[operator]
+        generation.save_pretrained(str(folder))
 
 
 def _manifest(
-    model: nn.Module, source: dict[str, Any], weights: Path, tied: dict[str, str]
+    model: nn.Module, source: dict[str, Any], storage: str, entries: dict[str, Any]
 ) -> dict[str, Any]:
     tensors: dict[str, Any] = {}
     for name, t in model.state_dict().items():
-        entry = {
+        tensors[name] = {
             "dtype": str(t.dtype).removeprefix("torch."),
             "shape": list(t.shape),
             "numel": t.numel(),
             "nonzeros": int(torch.count_nonzero(t)),
-            "encoding": "dense",
+            **entries[name],
         }
-        if name in tied:
-            entry["tied_to"] = tied[name]
-        tensors[name] = entry
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "prunekit_version": _version(),
         "source": source,
+        "storage": storage,
         "tensors": tensors,
         "sparsity": _sparsity_summary(model),
-        "files": {WEIGHTS: {"bytes": weights.stat().st_size, "sha256": _sha256(weights)}},
     }
 
 
@@ -323,7 +332,7 @@ def _sparsity_summary(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _structure(model: nn.Module, folder: Path, hf: bool) -> dict[str, Any] | None:
+def _structure(model: nn.Module, folder: Path, hf: bool, encoded: bool) -> dict[str, Any] | None:
     record = structure_record(model)
     if not record:
         return None
@@ -333,46 +342,32 @@ def _structure(model: nn.Module, folder: Path, hf: bool) -> dict[str, Any] | Non
         if updates:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             _write_json(folder / "config.json", {**config, **updates})
-        structure.update(config=updates, from_pretrained=complete)
+        structure.update(config=updates, from_pretrained=complete and not encoded)
     return structure
 
 
-def _rebuild(manifest: dict[str, Any], path: Path, structured: bool) -> nn.Module:
-    source = manifest["source"]
-    if source.get("kind") == "hf":
-        from prunekit.models.hf import build_hf_model, load_hf_model
+# --------------------------------------------------------------------------- loading
 
-        class_name = source.get("class")
-        class_name = class_name if isinstance(class_name, str) else None
-        if structured and not manifest["structure"].get("from_pretrained"):
-            return build_hf_model(path, class_name, dtype=_main_dtype(manifest["tensors"]))
-        return load_hf_model(path, class_name)
-    if source.get("kind") != "builtin":
-        what = source.get("class") or source.get("kind")
+
+def _replay_swaps(model: nn.Module, swaps: list[dict[str, Any]], path: Path) -> None:
+    try:
+        replay_swaps_(model, swaps)
+    except PrunekitError as e:
+        raise PrunekitError(f"{path}: {e}") from None
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        # A builder handed args it cannot use: the manifest is damaged or from another version.
         raise PrunekitError(
-            f"{path}: the model ({what}) is not a built-in one, so prunekit cannot rebuild it; "
-            f"pass model=YourClass() to pk.load"
-        )
-    from prunekit.models import build
-
-    kwargs = source.get("kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise PrunekitError(f"{path}: source.kwargs must be a dict; got {kwargs!r}")
-    return build(source["name"], **kwargs)
+            f"{path}: cannot rebuild the swapped-in layers ({type(e).__name__}: {e}); the "
+            f"artifact is corrupted or was written by another prunekit version"
+        ) from None
 
 
-def _main_dtype(tensors: dict[str, Any]) -> torch.dtype | None:
-    # The floating-point dtype holding most of the weights, as from_pretrained's dtype="auto".
-    counts: dict[str, int] = {}
-    for entry in tensors.values():
-        dtype = getattr(torch, str(entry.get("dtype")), None)
-        if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-            counts[entry["dtype"]] = counts.get(entry["dtype"], 0) + int(entry.get("numel", 0))
-    return getattr(torch, max(counts, key=counts.__getitem__)) if counts else None
-
-
-def _check_names(model: nn.Module, tensors: dict[str, Any], path: Path) -> None:
+def _check_names(
+    model: nn.Module, tensors: dict[str, Any], path: Path, skip: list[str] | None = None
+) -> None:
     state = model.state_dict()
+    if skip:
+        tensors, state = outside(tensors, skip), outside(state, skip)
     missing = [n for n in tensors if n not in state]
     unexpected = [n for n in state if n not in tensors]
     if missing or unexpected:
@@ -386,56 +381,29 @@ def _check_names(model: nn.Module, tensors: dict[str, Any], path: Path) -> None:
 def _check_shapes(model: nn.Module, tensors: dict[str, Any], path: Path) -> None:
     state = model.state_dict()
     for name, entry in tensors.items():
-        expected, received = list(entry.get("shape", [])), list(state[name].shape)
+        expected, received = entry["shape"], list(state[name].shape)
         if expected != received:
             raise PrunekitError(
                 f"{path}: tensor {name!r} has shape {expected} in the artifact but {received} "
                 f"in the model passed; build the model with the saved configuration"
             )
+        if dtype_of(entry) != state[name].dtype:
+            raise PrunekitError(
+                f"{path}: tensor {name!r} is {entry['dtype']} in the artifact but "
+                f"{str(state[name].dtype).removeprefix('torch.')} in the model passed; convert "
+                f"the model (e.g. .to(torch.{entry['dtype']})) before loading"
+            )
 
 
 def _read_state(path: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
-    weights = path / WEIGHTS
-    if not weights.is_file():
-        raise PrunekitError(f"{path}: {WEIGHTS} is missing; the artifact is incomplete")
-    expected = manifest["files"].get(WEIGHTS, {}).get("sha256")
-    if expected is not None and _sha256(weights) != expected:
-        raise PrunekitError(
-            f"{weights}: contents do not match the checksum in {MANIFEST}; the file is "
-            f"corrupted, save the model again"
-        )
-    try:
-        stored = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise PrunekitError(f"{weights}: cannot be read ({e}); the file is corrupted") from None
-    state: dict[str, torch.Tensor] = {}
-    for name, entry in manifest["tensors"].items():
-        encoding = entry.get("encoding", "dense")
-        if encoding not in ENCODINGS:
-            raise PrunekitError(
-                f"{path}: tensor {name!r} uses encoding {encoding!r}, unknown to this prunekit "
-                f"(knows {list(ENCODINGS)}); upgrade prunekit"
-            )
-        key = entry.get("tied_to", name)
-        if key not in stored or list(stored[key].shape) != list(entry["shape"]):
-            raise PrunekitError(
-                f"{weights}: tensor {name!r} is missing or has the wrong shape; the artifact is "
-                f"corrupted"
-            )
-        state[name] = stored[key]
-    return state
+    file = path / weights_file(manifest)
+    if manifest["storage"] == "encoded":
+        return read_encoded(file, manifest)
+    return read_plain(file, manifest)
 
 
 def _write_json(file: Path, obj: dict[str, Any]) -> None:
-    file.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with file.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    file.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
 
 
 def _version() -> str:

@@ -1,5 +1,8 @@
 """The artifact of a structurally pruned model: its structure record, replayed on load.
 
+(The swap record of ``prunekit.swaps`` is replayed right after it; both are undone together by
+``restored_on_error`` when loading fails.)
+
 Structured pruning rebuilds layers smaller and logs every module attribute it changes
 (``prunekit.prune.structured.shrink.structure_record``). ``save`` writes that record into the
 manifest; ``load`` builds the dense architecture, gives it the saved shapes and attributes with
@@ -22,6 +25,7 @@ from torch import nn
 
 from prunekit.errors import PrunekitError
 from prunekit.prune.structured.shrink import STRUCTURE_ATTR, replay_, shrinkers, structure_record
+from prunekit.swaps import SWAPS_ATTR, replay_swaps_, swap_record
 
 # Config keys holding the FFN width, by model family (GPT-2 ``n_inner``, OPT ``ffn_dim``, T5
 # ``d_ff``, DistilBERT ``hidden_dim``, Whisper ``encoder_ffn_dim``).
@@ -39,7 +43,11 @@ def record_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     if record is None:
         return []
     if not isinstance(record, list) or not all(
-        isinstance(e, dict) and {"module", "attr", "value"} <= e.keys() for e in record
+        isinstance(e, dict)
+        and {"module", "attr", "value"} <= e.keys()
+        and isinstance(e["module"], str)
+        and isinstance(e["attr"], str)
+        for e in record
     ):
         raise PrunekitError("manifest.json: structure.record is malformed; re-save the model")
     return record
@@ -50,33 +58,36 @@ def record_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def restored_on_error(model: nn.Module, record: list[dict[str, Any]]) -> Iterator[None]:
-    """Put every module's tensors and the recorded attributes back if the block raises."""
+    """Put every module's tensors and children, the recorded attributes and the model's
+    structure and swap records back if the block raises."""
     modules = dict(model.named_modules(remove_duplicate=False))
-    tensors = [(m, dict(m._parameters), dict(m._buffers)) for m in modules.values()]
+    containers = [
+        (d, dict(d))
+        for m in modules.values()
+        for d in (m._parameters, m._buffers, m._modules)  # _modules: swaps replace children
+    ]
     attrs = [
         (modules[e["module"]], e["attr"], getattr(modules[e["module"]], e["attr"])) for e in record
     ]
-    had_record = STRUCTURE_ATTR in model.__dict__
-    old_record = model.__dict__.get(STRUCTURE_ATTR)
+    logs = {k: model.__dict__[k] for k in (STRUCTURE_ATTR, SWAPS_ATTR) if k in model.__dict__}
     try:
         yield
     except BaseException:
-        for module, params, buffers in tensors:
-            module._parameters.clear()
-            module._parameters.update(params)
-            module._buffers.clear()
-            module._buffers.update(buffers)
+        for container, saved in containers:
+            container.clear()
+            container.update(saved)
         for module, attr, value in reversed(attrs):
             setattr(module, attr, value)
-        if had_record:
-            model.__dict__[STRUCTURE_ATTR] = old_record
-        else:
-            model.__dict__.pop(STRUCTURE_ATTR, None)
+        for key in (STRUCTURE_ATTR, SWAPS_ATTR):
+            model.__dict__.pop(key, None)
+        model.__dict__.update(logs)
         raise
 
 
 def check_record_fits(model: nn.Module, record: list[dict[str, Any]], path: Path) -> None:
-    """Every module and attribute the record names exists in ``model``."""
+    """Every module and attribute the record names exists in ``model``, and every recorded
+    value is a size: surgery records only integer (or tuple) attributes, so a record setting
+    anything else (``forward``, ``__class__``) is damaged, never replayed."""
     modules = dict(model.named_modules(remove_duplicate=False))
     for entry in record:
         module = modules.get(entry["module"])
@@ -87,10 +98,34 @@ def check_record_fits(model: nn.Module, record: list[dict[str, Any]], path: Path
                 f"{entry['attr']!r}; the model passed has no such module or attribute; pass "
                 f"the architecture it was saved from"
             )
+        current, value = getattr(module, entry["attr"]), entry["value"]
+        sizes = isinstance(value, int) or (
+            isinstance(value, list) and all(isinstance(v, int) for v in value)
+        )
+        if entry["attr"].startswith("_") or not isinstance(current, int | tuple) or not sizes:
+            raise PrunekitError(
+                f"{path}: the structure record sets {entry['module']!r}.{entry['attr']} to "
+                f"{value!r}, which is not a layer size; the artifact is corrupted"
+            )
 
 
-def replay(model: nn.Module, shapes: dict[str, list[int]], record: list[dict[str, Any]]) -> None:
-    """Give ``model`` the saved shapes (zero placeholders) and the recorded attributes."""
+def replay(
+    model: nn.Module, shapes: dict[str, list[int]], record: list[dict[str, Any]], path: Path
+) -> None:
+    """Give ``model`` the saved shapes (zero placeholders) and the recorded attributes.
+
+    Pruning only removes, so a saved shape larger than the dense model's in any dimension means
+    a damaged artifact or the wrong model; it is refused before any placeholder is allocated."""
+    state = model.state_dict()
+    for name, shape in shapes.items():
+        dense = state.get(name)
+        if dense is not None and (
+            len(shape) != dense.dim() or any(a > b for a, b in zip(shape, dense.shape, strict=True))
+        ):
+            raise PrunekitError(
+                f"{path}: tensor {name!r} has shape {list(shape)} in the artifact, not a pruned "
+                f"{list(dense.shape)} of the model's; pass the architecture it was saved from"
+            )
     replay_(model, {name: tuple(shape) for name, shape in shapes.items()}, record)
 
 
@@ -121,29 +156,41 @@ def check_consistent(model: nn.Module, path: Path) -> None:
 # --------------------------------------------------------------------------- saving
 
 
-def pruned_builtin_source(model: nn.Module) -> dict[str, Any] | None:
-    """``{"kind": "builtin", …}`` when ``model`` is a structurally pruned registered example
-    model: its dense architecture with the model's record replayed has the model's shapes."""
-    record = structure_record(model)
-    if not record:
+def changed_builtin_source(model: nn.Module) -> dict[str, Any] | None:
+    """``{"kind": "builtin", …}`` when ``model`` is a registered example model changed by
+    structured pruning or layer swaps: its dense architecture with the model's structure and
+    swap records replayed has the model's tensor names and shapes."""
+    record, swaps = structure_record(model), swap_record(model)
+    if not record and not swaps:
         return None
     from prunekit.models.registry import available, build, model_info
 
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    swapped = [e["module"] for e in swaps]
     for name in available():
         info = model_info(name)
         if info.factory is not type(model):
             continue
         fresh = build(name)
-        if fresh.state_dict().keys() != shapes.keys():
-            continue
         try:
-            replay_(fresh, shapes, record)
-            check_consistent(fresh, Path(name))
-        except (PrunekitError, AttributeError, KeyError, TypeError):
+            if record:
+                replay_(fresh, outside(shapes, swapped), record)
+            replay_swaps_(fresh, swaps)
+            if record:
+                check_consistent(fresh, Path(name))
+        except (PrunekitError, AttributeError, KeyError, TypeError, ValueError, RuntimeError):
             continue
-        return {"kind": "builtin", "name": name, "kwargs": {}, "dataset": info.data_spec()}
+        if {k: tuple(v.shape) for k, v in fresh.state_dict().items()} == shapes:
+            return {"kind": "builtin", "name": name, "kwargs": {}, "dataset": info.data_spec()}
     return None
+
+
+def outside(tensors: dict[str, Any], modules: list[str]) -> dict[str, Any]:
+    """The entries of ``tensors`` (by state_dict name) that belong to none of ``modules``."""
+    prefixes = tuple(f"{m}." if m else "" for m in modules)
+    if "" in prefixes:
+        return {}
+    return {n: v for n, v in tensors.items() if not n.startswith(prefixes)}
 
 
 def hf_config_updates(model: nn.Module) -> tuple[dict[str, Any], bool]:

@@ -1,4 +1,6 @@
-"""The artifact: exact round trips, clear errors, atomic writes, no pickle."""
+"""The artifact: exact round trips, clear errors, atomic writes, no pickle.
+
+Codecs, swaps, compression and fuzzing have their own tests in tests/artifact/."""
 
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def test_round_trip_mlp_is_bit_identical(tmp_path: Path) -> None:
     model = MLP().eval()
     out = pio.save(model, tmp_path / "model")
     assert out == tmp_path / "model"
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.encoded.safetensors"]
 
     torch.manual_seed(1)
     fresh = MLP().train()
@@ -108,18 +110,27 @@ def test_manifest_describes_tensors_and_sparsity(tmp_path: Path) -> None:
     pio.save(model, tmp_path / "m")
     manifest = pio.read_manifest(tmp_path / "m")
 
-    assert manifest["format"] == "prunekit-artifact" and manifest["format_version"] == 1
+    assert manifest["format"] == "prunekit-artifact" and manifest["format_version"] == 2
     assert isinstance(manifest["prunekit_version"], str)
     assert manifest["source"] == {"kind": "user", "class": f"{MLP.__module__}.MLP"}
-    assert "structure" not in manifest  # only structurally pruned models carry a record
+    assert manifest["storage"] == "encoded"
+    assert "structure" not in manifest and "swaps" not in manifest  # only when there are some
     fc1 = manifest["tensors"]["fc1.weight"]
-    assert fc1 == {
+    assert {k: fc1[k] for k in ("dtype", "shape", "numel", "nonzeros")} == {
         "dtype": "float32",
         "shape": [16, 10],
         "numel": 160,
         "nonzeros": 80,
-        "encoding": "dense",
     }
+    # Half the weights are zero, so they take less than fp32; the chain is recorded per stream.
+    assert fc1["encoding"] in ("dense", "bitmask", "relative")
+    assert (
+        fc1["values"] in ("planes", "raw")
+        and {"codec", "bits", "count"} <= fc1["streams"][0].keys()
+    )
+    assert fc1["bytes"] == sum(s["bytes"] for s in fc1["streams"]) < 4 * 160
+    weights = tmp_path / "m" / "model.encoded.safetensors"
+    assert manifest["files"]["model.encoded.safetensors"]["bytes"] == weights.stat().st_size
     params = sum(p.numel() for p in model.parameters())
     assert manifest["sparsity"]["params"] == params
     assert manifest["sparsity"]["nonzeros"] == params - 80
@@ -147,8 +158,11 @@ def test_different_tensor_names_are_rejected(tmp_path: Path) -> None:
         (lambda d: (d / "manifest.json").write_text("{not json"), "not valid JSON"),
         (lambda d: (d / "manifest.json").unlink(), "manifest.json is missing"),
         (lambda d: (d / "manifest.json").write_text('{"format": "other"}'), "not a prunekit"),
-        (lambda d: (d / "model.safetensors").unlink(), "model.safetensors is missing"),
-        (lambda d: _flip_last_byte(d / "model.safetensors"), "checksum"),
+        (
+            lambda d: (d / "model.encoded.safetensors").unlink(),
+            "model.encoded.safetensors is missing",
+        ),
+        (lambda d: _flip_last_byte(d / "model.encoded.safetensors"), "checksum"),
         (lambda d: _edit_manifest(d, structure={"record": [{"module": "fc1"}]}), "malformed"),
         (
             lambda d: _edit_manifest(
@@ -170,9 +184,9 @@ def test_truncated_safetensors_raises_prunekit_error(tmp_path: Path) -> None:
     # Without a checksum to compare, the safetensors reader itself has to catch the damage.
     manifest_file = tmp_path / "m" / "manifest.json"
     manifest = json.loads(manifest_file.read_text())
-    del manifest["files"]["model.safetensors"]["sha256"]
+    manifest["files"]["model.encoded.safetensors"] = {}
     manifest_file.write_text(json.dumps(manifest))
-    weights = tmp_path / "m" / "model.safetensors"
+    weights = tmp_path / "m" / "model.encoded.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(PrunekitError, match="cannot be read"):
         pio.load(tmp_path / "m", model=MLP())
@@ -243,7 +257,8 @@ def test_load_without_model_rebuilds_builtin_source(tmp_path: Path, monkeypatch)
     source = {"kind": "builtin", "name": "mlp", "kwargs": {"hidden": 8}}
     pio.save(model, tmp_path / "m", source=source)
     loaded = pio.load(tmp_path / "m")
-    assert calls == [("mlp", {"hidden": 8})]
+    # Built once on the meta device (sizes only), then for real.
+    assert calls and all(call == ("mlp", {"hidden": 8}) for call in calls)
     assert not loaded.training
     _assert_same_state(model, loaded)
 
@@ -278,11 +293,13 @@ def test_artifact_bytes_is_the_sum_of_file_sizes(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = MLP()
     out = pio.save(model, tmp_path / "m")
-    sizes = [(out / name).stat().st_size for name in ("manifest.json", "model.safetensors")]
+    names = ("manifest.json", "model.encoded.safetensors")
+    sizes = [(out / name).stat().st_size for name in names]
     assert pio.artifact_bytes(out) == sum(sizes)
     assert pio.artifact_size(model) == sum(sizes)
+    plain = pio.save(model, tmp_path / "plain", compress=False)
     params = sum(p.numel() for p in model.parameters())
-    assert sizes[1] > 4 * params  # fp32 data plus the safetensors header
+    assert (plain / "model.safetensors").stat().st_size > 4 * params  # fp32 plus the header
     with pytest.raises(PrunekitError, match="not an artifact directory"):
         pio.artifact_bytes(tmp_path / "missing")
 
@@ -297,3 +314,78 @@ def test_a_builtin_architecture_saved_without_a_source_loads_by_itself(tmp_path)
     assert isinstance(loaded, LeNet5)
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(loaded(x), model(x))
+
+
+def test_plain_storage_is_an_ordinary_safetensors_file(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = MLP()
+    out = pio.save(model, tmp_path / "m", compress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.safetensors"]
+    assert pio.read_manifest(out)["storage"] == "plain"
+    stored = load_file(str(out / "model.safetensors"))
+    assert stored.keys() == model.state_dict().keys()
+    _assert_same_state(model, pio.load(out, model=MLP()))
+
+
+def test_a_format_1_artifact_still_loads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _trained_cnn()
+    out = pio.save(model, tmp_path / "m", compress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["storage"]
+    manifest["format_version"] = 1
+    for entry in manifest["tensors"].values():
+        del entry["bytes"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    _assert_same_state(model, pio.load(out, model=CNNBN()))
+
+
+def test_a_model_of_another_dtype_is_rejected_and_left_untouched(tmp_path: Path) -> None:
+    pio.save(MLP().half(), tmp_path / "m")
+    other = MLP()
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(PrunekitError, match=r"'fc1\.weight' is float16 in the artifact"):
+        pio.load(tmp_path / "m", model=other)
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+
+
+def test_compress_must_be_a_bool_or_none(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="compress"):
+        pio.save(MLP(), tmp_path / "m", compress="yes")
+
+
+def test_a_hugging_face_model_encoded_loads_with_pk_load_only(tmp_path: Path) -> None:
+    import transformers
+
+    from tests import hf_zoo
+
+    model, inputs = hf_zoo.ZOO["gpt2"]()
+    hf_zoo.perturb_(model)
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[::2] = 0
+    pio.save(model, tmp_path / "plain")
+    assert pio.read_manifest(tmp_path / "plain")["storage"] == "plain"  # from_pretrained opens it
+    out = pio.save(model, tmp_path / "m", compress=True)
+    assert pio.artifact_bytes(out) < pio.artifact_bytes(tmp_path / "plain")
+    loaded = pio.load(out)
+    assert type(loaded) is type(model)
+    _assert_same_state(model, loaded)
+    assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
+    # No model.safetensors: transformers refuses instead of initialising random weights.
+    with pytest.raises(OSError):
+        transformers.AutoModelForCausalLM.from_pretrained(out)
+
+
+def test_every_file_is_checksummed(tmp_path: Path) -> None:
+    from tests import hf_zoo
+
+    model, _ = hf_zoo.ZOO["gpt2"]()
+    out = pio.save(model, tmp_path / "m")
+    files = pio.read_manifest(out)["files"]
+    assert {"config.json", "model.safetensors"} <= files.keys()
+    config = out / "config.json"
+    config.write_text(config.read_text().replace("32", "33"))
+    with pytest.raises(PrunekitError, match=r"config\.json: contents do not match"):
+        pio.load(out)

@@ -15,7 +15,6 @@ from torch import nn
 
 from prunekit.data.batches import first_batch, split_batch
 from prunekit.errors import PrunekitError
-from prunekit.io import artifact_size
 from prunekit.measure._common import ExampleInputs, resize
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.measure.counting import (
@@ -25,6 +24,7 @@ from prunekit.measure.counting import (
     per_layer_sparsity,
     prunable_sparsity,
 )
+from prunekit.measure.disk import ArtifactSize, artifact_breakdown, measure_artifact
 from prunekit.measure.latency import Latency, time_models
 from prunekit.measure.macs import MacCount, count_macs
 from prunekit.measure.report import Comparison, Measurement
@@ -41,12 +41,14 @@ Metrics = Callable[[nn.Module], dict[str, float]]
 
 
 __all__ = [
+    "ArtifactSize",
     "Comparison",
     "Latency",
     "MacCount",
     "Measurement",
     "RetrievalScore",
     "RetrievalTask",
+    "artifact_breakdown",
     "compare",
     "count_macs",
     "count_nonzeros",
@@ -83,7 +85,8 @@ def measure(
     ``example_inputs`` (a tensor, a tuple of positional tensors or a dict of keyword tensors)
     or else on the first batch of ``data``, cut or repeated to batch 1 for MACs and to each of
     ``batch_sizes`` for latency (each timed for ``min_run_time`` seconds). ``artifact``: also
-    save the model to a temporary directory to count its bytes on disk. ``accuracy=False``
+    save the model to a temporary directory to count its bytes on disk, per tensor and per kind
+    of storage (see ``prunekit.measure.disk``). ``accuracy=False``
     skips top-1 accuracy (e.g. for language-model windows whose labels are the inputs);
     ``metrics(model)`` adds task metrics, each name stating its evaluation settings.
     """
@@ -183,7 +186,9 @@ def _static(
         if acc is not None:
             result.accuracy, result.accuracy_samples = acc
     if artifact:
-        result.artifact_bytes = artifact_size(model)
+        size = measure_artifact(model)
+        result.artifact_bytes, result.bits_per_nonzero = size.bytes, size.bits_per_nonzero
+        result.artifact_kinds, result.artifact_tensors = size.kinds, size.tensors
     return result
 
 

@@ -9,9 +9,12 @@ from typing import Any
 from prunekit.measure.render import markdown_table, render_table
 
 # Fields whose change is reported as after/before; the others (fractions) as a difference.
-RATIO_FIELDS = ("params", "nonzeros", "dense_bytes", "artifact_bytes", "macs", "effective_macs")
+RATIO_FIELDS = ("params", "nonzeros", "dense_bytes", "artifact_bytes", "bits_per_nonzero", "macs",
+                "effective_macs")  # fmt: skip
 DELTA_FIELDS = ("accuracy", "sparsity", "prunable_sparsity")
 COLUMNS = ["metric", "before", "after", "after/before"]
+# The size breakdown lists this many of the largest tensors.
+TOP_TENSORS = 10
 
 
 @dataclass
@@ -21,7 +24,10 @@ class Measurement:
     ``accuracy``: top-1 fraction in [0, 1] over ``accuracy_samples`` labelled positions.
     ``sparsity``: fraction of all parameters that are zero; ``prunable_sparsity`` the same over
     Linear/Conv weights only, ``per_layer_sparsity`` per such module. ``dense_bytes``: 4 bytes
-    per parameter. ``artifact_bytes``: size of the ``pk.save`` directory. ``macs`` and
+    per parameter. ``artifact_bytes``: size of the ``pk.save`` directory; ``artifact_kinds`` the
+    same split by kind of storage (dense, sparse, packed, entropy-coded, overhead),
+    ``artifact_tensors`` per tensor (bytes and encoding chain), ``bits_per_nonzero`` the
+    tensors' bits over the non-zero values they hold (see ``prunekit.measure.disk``). ``macs`` and
     ``effective_macs``: per sample (one forward pass at batch 1); effective scales each
     Linear/Conv by its weight density. ``latency_ms``: batch size -> median ms per forward pass.
     ``metrics``: task metrics (perplexity, retrieval recall…), each name stating its settings.
@@ -36,6 +42,9 @@ class Measurement:
     accuracy: float | None = None
     accuracy_samples: int | None = None
     artifact_bytes: int | None = None
+    bits_per_nonzero: float | None = None
+    artifact_kinds: dict[str, int] | None = None
+    artifact_tensors: dict[str, dict[str, Any]] | None = None
     macs: int | None = None
     effective_macs: int | None = None
     latency_ms: dict[int, float] | None = None
@@ -51,13 +60,18 @@ class Measurement:
         return out
 
     def to_markdown(self) -> str:
-        """The rows ``__str__`` shows as a two-column markdown table, the method below it."""
-        return markdown_table(["metric", "value"], self._cells()) + f"\n\n{_footer(self)}\n"
+        """The rows ``__str__`` shows as a two-column markdown table, the method below it, then
+        the artifact's size breakdown when measured."""
+        out = markdown_table(["metric", "value"], self._cells()) + f"\n\n{_footer(self)}\n"
+        for title, columns, rows in _size_tables(self):
+            out += f"\n{title}\n\n{markdown_table(columns, rows)}\n"
+        return out
 
     def __str__(self) -> str:
-        return (
-            render_table("Measurement", ["metric", "value"], self._cells()) + f"\n{_footer(self)}"
-        )
+        out = render_table("Measurement", ["metric", "value"], self._cells()) + f"\n{_footer(self)}"
+        for title, columns, rows in _size_tables(self):
+            out += "\n\n" + render_table(title, columns, rows)
+        return out
 
     def _cells(self) -> list[list[str]]:
         return [[label, fmt(get(self))] for label, get, fmt, _ in _rows(self)]
@@ -127,12 +141,32 @@ def _rows(*ms: Measurement) -> list[Row]:
         ("sparsity of Linear/Conv weights (%)", lambda m: m.prunable_sparsity, _pct, _delta_pp),
         ("dense fp32 bytes", lambda m: m.dense_bytes, _int, _ratio_str),
         ("artifact bytes", lambda m: m.artifact_bytes, _int, _ratio_str),
+        ("artifact bits per non-zero", lambda m: m.bits_per_nonzero, _bits, _ratio_str),
         ("MACs dense", lambda m: m.macs, _int, _ratio_str),
         ("MACs effective", lambda m: m.effective_macs, _int, _ratio_str),
     ]
     for size in _batch_sizes(*ms):
         rows.append((f"latency b={size} (ms)", _latency_getter(size), _ms, _ratio_str))
     return rows
+
+
+def _size_tables(m: Measurement) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The artifact's bytes by kind and its largest tensors, when the artifact was measured."""
+    if not m.artifact_kinds or not m.artifact_bytes:
+        return []
+    total = m.artifact_bytes
+    kinds = [[k, f"{v:,}", f"{100 * v / total:.1f}"] for k, v in m.artifact_kinds.items() if v]
+    largest = sorted((m.artifact_tensors or {}).items(), key=lambda kv: -kv[1]["bytes"])
+    tensors = [[n, f"{t['bytes']:,}", t["encoding"]] for n, t in largest[:TOP_TENSORS]]
+    tables = [("Artifact bytes on disk by kind", ["kind", "bytes", "share (%)"], kinds)]
+    if tensors:
+        title = f"Largest tensors on disk ({min(TOP_TENSORS, len(largest))} of {len(largest)})"
+        tables.append((title, ["tensor", "bytes", "encoding"], tensors))
+    return tables
+
+
+def _bits(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
 
 
 def _metric_getter(name: str) -> Getter:
