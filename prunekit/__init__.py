@@ -9,8 +9,10 @@ print(pk.compare(dense, model, data=val_batches))
 from prunekit import data, models
 from prunekit.config import BaseConfig, PruneConfig
 from prunekit.errors import DataNotFoundError, PrunekitError
+from prunekit.export import ExportReport, export_onnx
 from prunekit.io import load, save
 from prunekit.measure import Comparison, Measurement, compare, measure
+from prunekit.measure.onnx import OnnxLatency, OnnxModule, onnx_latency
 from prunekit.prune import (
     AGP,
     BNScaleConfig,
@@ -37,6 +39,7 @@ __all__ = [
     "BaseConfig",
     "Comparison",
     "DataNotFoundError",
+    "ExportReport",
     "FinetuneReport",
     "Iterative",
     "KMeansConfig",
@@ -45,6 +48,8 @@ __all__ = [
     "MethodInfo",
     "MovementConfig",
     "OneShot",
+    "OnnxLatency",
+    "OnnxModule",
     "PruneConfig",
     "PruneReport",
     "PrunekitError",
@@ -56,11 +61,13 @@ __all__ = [
     "__version__",
     "compare",
     "data",
+    "export_onnx",
     "finetune_",
     "load",
     "measure",
     "methods",
     "models",
+    "onnx_latency",
     "prune_",
     "save",
     "share_weights_",

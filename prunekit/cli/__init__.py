@@ -11,7 +11,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from prunekit.cli import demo, measure, methods, prune
+from prunekit.cli import demo, export, measure, methods, prune
 from prunekit.errors import PrunekitError
 
 app = typer.Typer(
@@ -21,7 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (demo, prune, measure, methods):
+for module in (demo, prune, measure, export, methods):
     module.register(app)
 
 

@@ -1,0 +1,130 @@
+"""``prunekit export DIR --onnx FILE``: write a model as ONNX, checked in onnxruntime.
+
+Example inputs come from ``--input-shape`` (random values of that shape), else the first test
+batch of ``--data``, else of the dataset the model's source records (a builtin's, or the one a
+``prunekit prune`` run used).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+
+from prunekit.cli.common import print_json, resolve_data, show
+from prunekit.data.batches import first_batch, split_batch
+from prunekit.errors import PrunekitError
+from prunekit.export import OPSET, QUANTIZE_MODES, export_onnx
+from prunekit.measure.onnx import onnx_latency
+from prunekit.models import load_model
+
+EXAMPLE_BATCH = 4
+
+
+def export(
+    model: str = typer.Argument(
+        ...,
+        metavar="DIR",
+        help="A directory written by prunekit (pk.save), or any model SPEC: builtin:NAME, "
+        "hf:PATH, py:FILE.py:FUNCTION.",
+    ),
+    onnx: Path = typer.Option(..., "--onnx", help="The .onnx file to write."),
+    data: str | None = typer.Option(
+        None, help="Data SPEC whose first test batch is the example input (default: the model's)."
+    ),
+    input_shape: str | None = typer.Option(
+        None, help="Random example input of this shape instead of data, e.g. 1,1,28,28."
+    ),
+    quantize: str | None = typer.Option(
+        None, help=f"Quantize in onnxruntime: {', '.join(QUANTIZE_MODES)}."
+    ),
+    opset: int = typer.Option(OPSET, help="ONNX opset version."),
+    static_batch: bool = typer.Option(
+        False, "--static-batch", help="Fix the batch size to the example's (default: dynamic)."
+    ),
+    dynamic_sequence: bool = typer.Option(
+        False, "--dynamic-sequence", help="Let token-id inputs vary in sequence length too."
+    ),
+    atol: float = typer.Option(1e-4, help="Absolute tolerance of onnxruntime vs PyTorch."),
+    rtol: float = typer.Option(1e-3, help="Relative tolerance of onnxruntime vs PyTorch."),
+    latency: bool = typer.Option(
+        False, "--latency", help="Also time the file in onnxruntime against PyTorch (batch 1, 64)."
+    ),
+    weights: str | None = typer.Option(None, help="A .safetensors file for py: models."),
+    seq_len: int = typer.Option(128, help="Tokens per window or line for text:FILE data."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Export a model to ONNX; the file is checked with onnx.checker and onnxruntime."""
+    if data is not None and input_shape is not None:
+        raise PrunekitError("--data and --input-shape: pass one of them, not both")
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise PrunekitError(
+            f"--quantize: expected one of {', '.join(QUANTIZE_MODES)}; got {quantize!r}"
+        )
+    shape = parse_shape(input_shape) if input_shape is not None else None
+    net, source = load_model(model, weights=weights)
+    if shape is not None:
+        inputs = random_inputs(net, shape)
+    else:
+        splits = resolve_data(data, source, needed=False, model=net, seq_len=seq_len)
+        if splits is None:
+            raise PrunekitError(
+                f"{model}: no dataset is on record for this model, so there is no example "
+                f"input; pass --data SPEC or --input-shape (e.g. 1,1,28,28)"
+            )
+        inputs = split_batch(first_batch(splits.loader("test", batch_size=EXAMPLE_BATCH)))[0]
+    report = export_onnx(
+        net,
+        onnx,
+        inputs,
+        opset=opset,
+        dynamic_batch=not static_batch,
+        dynamic_sequence=dynamic_sequence,
+        atol=atol,
+        rtol=rtol,
+        quantize=quantize,
+    )
+    result: dict[str, Any] = {"model": model, "export": report.to_dict()}
+    timed = None
+    if latency:
+        sizes = (1, 64) if not static_batch else (report.batch_sizes[0],)
+        timed = onnx_latency(net, onnx, inputs, batch_sizes=sizes)
+        result["latency"] = timed.to_dict()
+    if json_out:
+        print_json(result)
+        return
+    show(str(report))
+    if timed is not None:
+        show(str(timed))
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,1,28,28"`` -> ``(1, 1, 28, 28)``; the first number is the batch size."""
+    try:
+        shape = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) < 1 or any(n < 1 for n in shape):
+        raise PrunekitError(
+            f"--input-shape: expected positive integers separated by commas, batch first, "
+            f"e.g. 1,1,28,28; got {text!r}"
+        )
+    return shape
+
+
+def random_inputs(model: Any, shape: tuple[int, ...]) -> Any:
+    """Seeded example inputs of ``shape``: token ids for a Hugging Face text model (keyword
+    ``input_ids``), standard normal values otherwise."""
+    g = torch.Generator().manual_seed(0)
+    name = getattr(model, "main_input_name", None)
+    if name == "input_ids":
+        vocab = int(getattr(model.config, "vocab_size", 2))
+        return {name: torch.randint(0, vocab, shape, generator=g)}
+    x = torch.randn(shape, generator=g)
+    return {name: x} if isinstance(name, str) else x
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)

@@ -1,0 +1,71 @@
+"""``prunekit export DIR --onnx FILE`` on a saved, channel-pruned model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import prunekit as pk
+from prunekit.cli import main
+from prunekit.models import DigitsCNN
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A channel-pruned builtin architecture saved by pk.save: its manifest names the digits
+    dataset, which the command reads its example inputs from."""
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x = torch.randn(4, 1, 8, 8)
+    pk.prune_(model, pk.MagnitudeConfig(pattern="channel", sparsity=0.5), example_inputs=(x,))
+    return pk.save(model, tmp_path_factory.mktemp("run") / "model")
+
+
+def test_export_a_saved_pruned_model(saved, tmp_path, capsys):
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(saved), "--onnx", str(out)]) == 0, capsys.readouterr().err
+    assert "onnxruntime vs PyTorch: max |diff|" in capsys.readouterr().out
+    model = pk.load(saved)
+    x = torch.randn(7, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_input_shape_quantize_and_json(saved, tmp_path, capsys):
+    out = tmp_path / "q.onnx"
+    args = ["export", str(saved), "--onnx", str(out), "--input-shape", "1,1,8,8"]
+    code = main([*args, "--quantize", "int8-dynamic", "--static-batch", "--json"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)["export"]
+    assert report["quantize"] == "int8-dynamic" and report["batch_sizes"] == [1]
+    assert report["bytes"] == out.stat().st_size < report["float_bytes"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--input-shape", "1,a"], "--input-shape: expected positive integers"),
+        (["--input-shape", "1,3,8,8"], "example_inputs: the model fails on them"),
+        (["--input-shape", "1,1,8,8", "--data", "digits"], "pass one of them, not both"),
+        (["--quantize", "int4"], "--quantize: expected one of int8-dynamic"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(saved, tmp_path, capsys, extra, message):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(saved), "--onnx", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_missing_directory_exits_2(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    assert "is not recognised" in capsys.readouterr().err

@@ -1,0 +1,277 @@
+"""ONNX export: onnxruntime reproduces PyTorch, the batch stays dynamic, bad input fails clearly."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import prunekit as pk
+import prunekit.export as pexport
+import prunekit.export.onnx as export_module
+from prunekit.errors import PrunekitError
+from prunekit.export import ExportReport, export_onnx
+from prunekit.measure.onnx import OnnxModule, onnx_latency
+from tests import hf_zoo, zoo
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+def _calibrated(name: str) -> tuple[nn.Module, torch.Tensor]:
+    """A zoo model whose BatchNorm statistics moved off their defaults, and an image batch."""
+    model, batches = zoo.build(name)
+    with torch.no_grad():
+        for x, _ in batches:
+            model.train()(x)
+    return model.eval(), batches[0][0][:4]
+
+
+def _ort(path, feed: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {k: v.numpy() for k, v in feed.items()})
+
+
+@pytest.mark.parametrize("name", ["cnn-bn", "residual", "grouped-concat", "attention"])
+def test_zoo_model_matches_pytorch_at_another_batch_size(name, tmp_path):
+    model, x = _calibrated(name)
+    before = copy.deepcopy(model.state_dict())
+    report = export_onnx(model, tmp_path / "m.onnx", (x,))
+
+    assert isinstance(report, ExportReport)
+    assert report.opset == pexport.OPSET and report.dynamic_batch
+    assert report.input_names == ["x"] and report.output_names == ["output"]
+    assert report.batch_sizes == [4, 5] and report.max_abs_diff < 1e-4
+    assert report.bytes == (tmp_path / "m.onnx").stat().st_size
+    onnx.checker.check_model(str(tmp_path / "m.onnx"))
+    bigger = torch.randn(11, *x.shape[1:], generator=torch.Generator().manual_seed(1))
+    (got,) = _ort(tmp_path / "m.onnx", {"x": bigger})
+    with torch.no_grad():
+        expected = model(bigger)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-3)
+    # The model is left as it was; no temporary files remain beside the export.
+    assert not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_channel_pruned_cnn_exports_its_smaller_layers(tmp_path):
+    model, x = _calibrated("cnn-bn")
+    dense = export_onnx(model, tmp_path / "dense.onnx", x)
+    pk.prune_(model, pk.MagnitudeConfig(pattern="channel", sparsity=0.5), example_inputs=(x,))
+    report = export_onnx(model, tmp_path / "pruned.onnx", x)
+
+    graph = onnx.load(str(tmp_path / "pruned.onnx")).graph
+    conv_widths = sorted(
+        int(t.dims[0]) for t in graph.initializer if len(t.dims) == 4
+    )  # conv weights [out, in, kh, kw]
+    assert conv_widths == sorted(
+        m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)
+    )
+    assert conv_widths == [4, 8]
+    assert report.bytes < dense.bytes
+    (got,) = _ort(tmp_path / "pruned.onnx", {"x": torch.cat([x, x, x])})
+    with torch.no_grad():
+        expected = model(torch.cat([x, x, x]))
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("name", "outputs"),
+    [("bert", ["last_hidden_state", "pooler_output"]), ("gpt2", ["logits"])],
+)
+def test_hugging_face_model_with_keyword_inputs(name, outputs, tmp_path):
+    model, inputs = hf_zoo.ZOO[name]()
+    report = export_onnx(model, tmp_path / "m.onnx", inputs)
+
+    assert report.input_names == ["input_ids", "attention_mask"]
+    assert report.output_names == outputs
+    more = {k: torch.cat([v, v, v])[:5] for k, v in inputs.items()}  # padded rows included
+    got = _ort(tmp_path / "m.onnx", more)
+    with torch.no_grad():
+        expected = model(**more)
+    for name_, array in zip(outputs, got, strict=True):
+        np.testing.assert_allclose(array, expected[name_].numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_dynamic_sequence_runs_at_other_lengths(tmp_path):
+    model, inputs = hf_zoo.ZOO["bert"]()
+    report = export_onnx(model, tmp_path / "m.onnx", inputs, dynamic_sequence=True)
+    assert report.sequence_lengths == [8, 7] and report.batch_sizes == [2, 3]
+    assert "dynamic batch and sequence" in str(report)
+    longer = {k: torch.cat([v, v], dim=1)[:, :13] for k, v in inputs.items()}
+    got, _ = _ort(tmp_path / "m.onnx", longer)
+    with torch.no_grad():
+        expected = model(**longer).last_hidden_state
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_dynamic_sequence_needs_token_inputs(tmp_path):
+    with pytest.raises(PrunekitError, match="dynamic_sequence: needs integer inputs"):
+        export_onnx(nn.Linear(8, 4), tmp_path / "m.onnx", torch.randn(2, 8), dynamic_sequence=True)
+
+
+def test_static_batch_fixes_the_first_dimension(tmp_path):
+    model, x = _calibrated("cnn-bn")
+    report = export_onnx(model, tmp_path / "m.onnx", x, dynamic_batch=False)
+    assert report.batch_sizes == [4] and not report.dynamic_batch
+    (graph_input,) = onnx.load(str(tmp_path / "m.onnx")).graph.input
+    assert graph_input.type.tensor_type.shape.dim[0].dim_value == 4
+
+
+def test_int8_dynamic_quantization_in_onnxruntime(tmp_path):
+    model, inputs = hf_zoo.ZOO["bert"]()
+    report = export_onnx(model, tmp_path / "q.onnx", inputs, quantize="int8-dynamic")
+
+    assert report.quantize == "int8-dynamic"
+    assert report.bytes < report.float_bytes / 2
+    nodes = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert "MatMulInteger" in nodes or "DynamicQuantizeMatMul" in nodes
+    with torch.no_grad():
+        scale = model(**inputs).last_hidden_state.abs().max().item()
+    assert report.max_abs_diff < 1e-4 < report.quantized_max_abs_diff < 0.05 * scale
+    assert 25 < report.quantized_sqnr_db < 80
+    assert "SQNR" in str(report)
+
+
+def test_int8_dynamic_keeps_convolutions_float(tmp_path):
+    model, x = _calibrated("cnn-bn")
+    report = export_onnx(model, tmp_path / "q.onnx", x, quantize="int8-dynamic")
+    nodes = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert "Conv" in nodes and "ConvInteger" not in nodes
+    assert report.quantized_sqnr_db > 25
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]
+
+
+def test_report_round_trips_to_a_dict_and_reads_as_text(tmp_path):
+    model, x = _calibrated("residual")
+    report = export_onnx(model, tmp_path / "m.onnx", x)
+    assert ExportReport(**report.to_dict()) == report
+    text = str(report)
+    assert "opset 20" in text and "dynamic batch" in text and "max |diff|" in text
+
+
+class _PackedInt8Linear(nn.Module):
+    """What a PyTorch int8 swap looks like: packed weights, torch.ops.quantized.* at run time."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach()
+        scales = (w.abs().amax(1) / 127).double()
+        zeros = torch.zeros(w.shape[0], dtype=torch.long)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantized tensors are deprecated in torch 2.13
+            q = torch.quantize_per_channel(w, scales, zeros, 0, torch.qint8)
+        self.packed = torch.ops.quantized.linear_prepack(q, linear.bias.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self.packed, True)
+
+
+def test_module_the_exporter_cannot_translate_is_named(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    model[2] = _PackedInt8Linear(model[2])
+    with pytest.raises(PrunekitError) as err:
+        export_onnx(model, tmp_path / "m.onnx", torch.randn(2, 8))
+    message = str(err.value)
+    assert "quantized.linear_dynamic" in message and "'2' (_PackedInt8Linear)" in message
+    assert "quantize='int8-dynamic'" in message
+    assert not any(tmp_path.iterdir())
+
+
+def test_outputs_that_differ_from_pytorch_are_an_error(tmp_path, monkeypatch):
+    real = export_module.session
+
+    class Skewed:
+        def __init__(self, path):
+            self.inner = real(path)
+
+        def get_outputs(self):
+            return self.inner.get_outputs()
+
+        def run(self, names, feed):
+            return [a + 0.01 for a in self.inner.run(names, feed)]
+
+    monkeypatch.setattr(export_module, "session", Skewed)
+    model, x = _calibrated("cnn-bn")
+    with pytest.raises(
+        PrunekitError, match=r"output 'output' differs from PyTorch's by up to 0\.01"
+    ):
+        export_onnx(model, tmp_path / "m.onnx", x)
+    assert not any(tmp_path.iterdir())
+
+
+class _FixedBatch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x).reshape(2, 4)
+
+
+def test_a_fixed_batch_size_points_at_static_batch(tmp_path):
+    with pytest.raises(PrunekitError, match="dynamic_batch=False"):
+        export_onnx(_FixedBatch().eval(), tmp_path / "m.onnx", torch.randn(2, 8))
+    report = export_onnx(
+        _FixedBatch().eval(), tmp_path / "m.onnx", torch.randn(2, 8), dynamic_batch=False
+    )
+    assert report.batch_sizes == [2]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "kwargs", "match"),
+    [
+        ([1, 2], {}, "example_inputs: pass at least one tensor"),
+        ("x", {}, "example_inputs: expected a tensor"),
+        ({"x": torch.randn(2, 8), "y": torch.randn(3, 8)}, {}, "disagree on the batch size"),
+        (torch.randn(2, 5), {}, "the model fails on them"),
+        (torch.randn(2, 8), {"quantize": "int4"}, "quantize: expected one of"),
+        (torch.randn(2, 8), {"opset": 11}, "opset: the exporter writes opset 18"),
+        (torch.randn(2, 8), {"atol": -1.0}, "atol, rtol: must be >= 0"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(inputs, kwargs, match, tmp_path):
+    model = nn.Sequential(nn.Linear(8, 4)).eval()
+    with pytest.raises(PrunekitError, match=match) as err:
+        export_onnx(model, tmp_path / "m.onnx", inputs, **kwargs)
+    assert "\n" not in str(err.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_path_that_is_a_directory_is_refused(tmp_path):
+    with pytest.raises(PrunekitError, match="is a directory"):
+        export_onnx(nn.Linear(8, 4), tmp_path, torch.randn(2, 8))
+    with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module"):
+        export_onnx(lambda x: x, tmp_path / "m.onnx", torch.randn(2, 8))  # type: ignore[arg-type]
+
+
+class _NumberOut(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return x * 2, 3
+
+
+def test_non_tensor_outputs_are_refused_before_exporting(tmp_path):
+    with pytest.raises(PrunekitError, match="model output: 1 is int 3"):
+        export_onnx(_NumberOut(), tmp_path / "m.onnx", torch.randn(2, 8))
+
+
+def test_onnx_module_runs_like_the_model_and_is_timed_against_it(tmp_path):
+    model, x = _calibrated("cnn-bn")
+    export_onnx(model, tmp_path / "m.onnx", x)
+    runner = OnnxModule(tmp_path / "m.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x), model(x), atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(runner(x=x), model(x), atol=1e-4, rtol=1e-3)
+    with pytest.raises(PrunekitError, match=r"the graph takes inputs \['x'\]"):
+        runner()
+    timed = onnx_latency(model, tmp_path / "m.onnx", x, batch_sizes=(1, 3), min_run_time=0.01)
+    assert set(timed.pytorch.median_ms) == set(timed.onnx[0].median_ms) == {1, 3}
+    assert all(v > 0 for v in timed.speedup().values())
+    assert "PyTorch ms" in str(timed) and timed.to_dict()["onnx"][0]["path"].endswith("m.onnx")
