@@ -27,6 +27,17 @@ from prunekit.prune import (
     WandaConfig,
     prune_,
 )
+from prunekit.quantize import (
+    GPTQConfig,
+    Int8DynamicConfig,
+    Int8StaticConfig,
+    QATConfig,
+    QuantizeReport,
+    RTNConfig,
+    convert_,
+    prepare_qat_,
+    quantize_,
+)
 from prunekit.registry import MethodInfo, methods
 from prunekit.share import KMeansConfig, ShareReport, share_weights_
 from prunekit.train import FinetuneReport, finetune_, teacher_copy
@@ -41,6 +52,9 @@ __all__ = [
     "DataNotFoundError",
     "ExportReport",
     "FinetuneReport",
+    "GPTQConfig",
+    "Int8DynamicConfig",
+    "Int8StaticConfig",
     "Iterative",
     "KMeansConfig",
     "MagnitudeConfig",
@@ -53,6 +67,9 @@ __all__ = [
     "PruneConfig",
     "PruneReport",
     "PrunekitError",
+    "QATConfig",
+    "QuantizeReport",
+    "RTNConfig",
     "RandomConfig",
     "ShareReport",
     "SparseGPTConfig",
@@ -60,6 +77,7 @@ __all__ = [
     "WandaConfig",
     "__version__",
     "compare",
+    "convert_",
     "data",
     "export_onnx",
     "finetune_",
@@ -68,7 +86,9 @@ __all__ = [
     "methods",
     "models",
     "onnx_latency",
+    "prepare_qat_",
     "prune_",
+    "quantize_",
     "save",
     "share_weights_",
     "teacher_copy",

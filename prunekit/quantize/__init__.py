@@ -1,1 +1,77 @@
-"""Quantization: int8 post-training (dynamic, static), weight-only low-bit (RTN, GPTQ), QAT."""
+"""Quantization: int8 post-training (dynamic, static), weight-only low-bit (RTN, GPTQ), QAT.
+
+    report = prunekit.quantize_(model, prunekit.Int8DynamicConfig())          # CPU int8 kernels
+    report = prunekit.quantize_(model, prunekit.GPTQConfig(bits=4), data=calib)  # smaller
+    prunekit.quantize_(model, prunekit.QATConfig()); prunekit.finetune_(model, train)
+    prunekit.quantize.convert_(model)
+
+Every quantized layer is a module swapped in (``prunekit.swaps``) whose state is plain tensors,
+so ``prunekit.save`` writes it with safetensors and ``prunekit.load`` rebuilds it.
+"""
+
+from prunekit.quantize.api import int8_dynamic_, quantize_, rtn_
+from prunekit.quantize.calibrated import gptq_
+from prunekit.quantize.config import (
+    GPTQConfig,
+    Int8DynamicConfig,
+    Int8StaticConfig,
+    QATConfig,
+    QuantizeConfig,
+    RTNConfig,
+    WeightOnlyConfig,
+)
+from prunekit.quantize.layers import Int8Linear, WeightOnlyLinear
+from prunekit.quantize.qat import QATConv2d, QATLinear, convert_, prepare_qat_, qat_
+from prunekit.quantize.report import LayerQuant, QuantizeReport
+from prunekit.quantize.static import StaticInt8Region, int8_static_
+from prunekit.registry import register
+
+register(
+    "int8-dynamic",
+    "quantize",
+    Int8DynamicConfig,
+    "int8 weights per channel, activations quantized per batch; fbgemm CPU kernel",
+    int8_dynamic_,
+)
+register(
+    "int8-static",
+    "quantize",
+    Int8StaticConfig,
+    "int8 weights and calibrated activations, BN folded, ReLU fused (torch.ao FX; CPU CNNs)",
+    int8_static_,
+)
+register("rtn", "quantize", RTNConfig, "weight-only low-bit, round to nearest per group", rtn_)
+register(
+    "gptq",
+    "quantize",
+    GPTQConfig,
+    "weight-only low-bit with Hessian error feedback from calibration data (GPTQ)",
+    gptq_,
+)
+register(
+    "qat",
+    "quantize",
+    QATConfig,
+    "fake-quantized layers to train (straight-through), then convert_ to int8",
+    qat_,
+)
+
+__all__ = [
+    "GPTQConfig",
+    "Int8DynamicConfig",
+    "Int8Linear",
+    "Int8StaticConfig",
+    "LayerQuant",
+    "QATConfig",
+    "QATConv2d",
+    "QATLinear",
+    "QuantizeConfig",
+    "QuantizeReport",
+    "RTNConfig",
+    "StaticInt8Region",
+    "WeightOnlyConfig",
+    "WeightOnlyLinear",
+    "convert_",
+    "prepare_qat_",
+    "quantize_",
+]
