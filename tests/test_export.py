@@ -275,3 +275,19 @@ def test_onnx_module_runs_like_the_model_and_is_timed_against_it(tmp_path):
     assert set(timed.pytorch.median_ms) == set(timed.onnx[0].median_ms) == {1, 3}
     assert all(v > 0 for v in timed.speedup().values())
     assert "PyTorch ms" in str(timed) and timed.to_dict()["onnx"][0]["path"].endswith("m.onnx")
+
+
+def test_an_int8_quantized_model_exports_through_onnxruntime_int8(tmp_path):
+    model, batches = zoo.build("mlp")
+    x = batches[0][0]
+    pk.quantize_(model, pk.Int8DynamicConfig(min_features=1))
+    report = pk.export_onnx(model, tmp_path / "int8.onnx", example_inputs=(x,))
+    assert report.quantize == "int8-dynamic" and (tmp_path / "int8.onnx").is_file()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"))
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        want = model(x)
+    # Both are int8 models of the same weights; their activation rounding differs slightly.
+    assert torch.nn.functional.cosine_similarity(torch.from_numpy(got), want).min() > 0.99

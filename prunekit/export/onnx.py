@@ -3,6 +3,7 @@ quantized to int8 by onnxruntime."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -122,6 +123,11 @@ def export_onnx(
     """
     start = time.perf_counter()
     path = _check_args(model, path, opset, atol, rtol, quantize)
+    twin = _float_twin(model)
+    if twin is not None:
+        # fbgemm's int8 kernels have no ONNX form: export the same weights as float layers and
+        # let onnxruntime quantize them again (per channel, the grid they already lie on).
+        model, quantize = twin, quantize or "int8-dynamic"
     call = ModelCall.of(model, example_inputs, dynamic_batch, dynamic_sequence)
     with evaluating(model), tempfile.TemporaryDirectory(dir=path.parent, prefix=".onnx-") as tmp:
         try:
@@ -153,6 +159,27 @@ def export_onnx(
     report = replace(report, seconds=time.perf_counter() - start)
     log.info("exported %s in %.1f s", path, report.seconds)
     return report
+
+
+def _float_twin(model: nn.Module) -> nn.Module | None:
+    """A copy of ``model`` with every ``Int8Linear`` replaced by an ``nn.Linear`` holding its
+    dequantized weight; None when the model has none."""
+    from prunekit.quantize.layers import Int8Linear
+
+    names = [n for n, m in model.named_modules() if isinstance(m, Int8Linear)]
+    if not names:
+        return None
+    twin = copy.deepcopy(model)
+    for name in names:
+        int8 = twin.get_submodule(name)
+        linear = nn.Linear(int8.in_features, int8.out_features, bias=int8.bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(int8.weight)
+            if int8.bias is not None:
+                linear.bias.copy_(int8.bias)
+        parent, _, child = name.rpartition(".")
+        setattr(twin.get_submodule(parent) if parent else twin, child, linear)
+    return twin
 
 
 def _check_args(
