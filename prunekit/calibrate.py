@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 
 from prunekit.data.batches import split_batch, take_samples
 from prunekit.errors import PrunekitError
+from prunekit.layout import input_rows
 
 LossFn = Callable[[torch.Tensor, Any], torch.Tensor]
 
@@ -180,6 +182,55 @@ class input_hooks:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+
+
+# One calibration forward: the real-token mask of its batch ([B, T], None without padding) and
+# a function running it.
+Run = tuple[torch.Tensor | None, Callable[[], object]]
+
+
+def runs_on_model(model: nn.Module, data: Iterable[Any], num_samples: int | None = None
+                  ) -> Iterable[Run]:  # fmt: skip
+    """Forward passes of the whole model over ``data`` (up to ``num_samples`` samples)."""
+    for batch in take_samples(data, num_samples):
+        inputs, _ = split_batch(batch)
+        yield token_mask(inputs), partial(calibration_forward, model, inputs)
+
+
+def runs_on_block(block: nn.Module, calls: list[Call]) -> Iterable[Run]:
+    """Forward passes of one block over its recorded inputs."""
+    for call in calls:
+        yield call.tokens, partial(run_block, block, call)
+
+
+def collect_input_rows(
+    layers: dict[str, nn.Module],
+    runs: Iterable[Run],
+    on_rows: Callable[[str, torch.Tensor], None],
+) -> set[str]:
+    """Call ``on_rows(name, rows)`` with each layer's input rows (``[N, K]``, see
+    :func:`prunekit.layout.input_rows`) over the forward passes in ``runs``; returns the names
+    of the layers that were called.
+
+    Padding positions are left out: with one padded line per sample most positions of a batch
+    can be padding, and their activations would otherwise dominate ‖X‖ and XXᵀ.
+    """
+    seen: set[str] = set()
+    current: list[torch.Tensor | None] = [None]
+
+    def observe(name: str, x: torch.Tensor) -> None:
+        seen.add(name)
+        rows = input_rows(layers[name], x)
+        mask = current[0]
+        if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+            rows = rows[mask.reshape(-1)]
+        on_rows(name, rows)
+
+    with input_hooks(layers, observe):
+        for mask, forward in runs:
+            current[0] = mask
+            forward()
+    return seen
 
 
 def _detach(obj: Any) -> Any:

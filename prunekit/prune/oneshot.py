@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from functools import partial
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from prunekit.calibrate import (
-    Call,
-    calibration_forward,
+    Run,
     capture_block_inputs,
+    collect_input_rows,
     find_blocks,
     input_hooks,
     next_call,
     run_block,
-    token_mask,
+    runs_on_block,
+    runs_on_model,
 )
-from prunekit.data.batches import split_batch, take_samples
+from prunekit.data.batches import take_samples
 from prunekit.errors import PrunekitError
-from prunekit.layout import as_matrix, from_matrix, input_rows
+from prunekit.layout import as_matrix, from_matrix
 from prunekit.prune.allocation import exact_counts, outlier_ratio, owl_sparsities
 from prunekit.prune.methods.base import CalibrationSolver
 from prunekit.prune.methods.calibrated import CalibratedConfig
@@ -99,33 +99,13 @@ def _drop_unsupported(groups: list[Group], explicit: bool) -> tuple[list[Group],
     return kept_groups, skipped
 
 
-Run = tuple[torch.Tensor | None, Callable[[], object]]  # (real-token mask [B, T], a forward)
-
-
 def _calibrate(
     solver: CalibrationSolver, layers: dict[str, nn.Module], runs: Iterable[Run]
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """Statistics of each layer's inputs over the forward passes in ``runs``.
-
-    Padding positions are left out: with one padded line per sample most positions of a batch
-    can be padding, and their activations would otherwise dominate ‖X‖ and XXᵀ.
-    """
+    """Statistics of each layer's inputs over the forward passes in ``runs`` (padding left
+    out)."""
     stats = {n: solver.new_stats(as_matrix(m, m.weight).shape[1]) for n, m in layers.items()}
-    seen: set[str] = set()
-    current: list[torch.Tensor | None] = [None]
-
-    def observe(name: str, x: torch.Tensor) -> None:
-        seen.add(name)
-        rows = input_rows(layers[name], x)
-        mask = current[0]
-        if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-            rows = rows[mask.reshape(-1)]
-        solver.accumulate(stats[name], rows)
-
-    with input_hooks(layers, observe):
-        for mask, forward in runs:
-            current[0] = mask
-            forward()
+    seen = collect_input_rows(layers, runs, lambda name, rows: solver.accumulate(stats[name], rows))
     missed = [n for n in layers if n not in seen]
     if missed:
         # e.g. nn.MultiheadAttention reads out_proj.weight without calling out_proj: its inputs
@@ -136,17 +116,6 @@ def _calibrate(
             f"ignore={missed[:3]}"
         )
     return stats
-
-
-def _run_calls(block: nn.Module, calls: list[Call]) -> Iterable[Run]:
-    for call in calls:
-        yield call.tokens, partial(run_block, block, call)
-
-
-def _run_data(model: nn.Module, data: Iterable[Any], num_samples: int) -> Iterable[Run]:
-    for batch in take_samples(data, num_samples):
-        inputs, _ = split_batch(batch)
-        yield token_mask(inputs), partial(calibration_forward, model, inputs)
 
 
 def _layer_sparsities(groups: list[Group], counts: list[int]) -> dict[str, float]:
@@ -191,11 +160,11 @@ def _dense_stats(
 ) -> list[dict[str, dict[str, torch.Tensor]]]:
     """Statistics of every group on the dense model (OWL's outlier ratios need them first)."""
     if len(groups) == 1 and groups[0][1] is model:
-        return [_calibrate(solver, groups[0][2], _run_data(model, data, num_samples))]
+        return [_calibrate(solver, groups[0][2], runs_on_model(model, data, num_samples))]
     calls = capture_block_inputs(model, groups[0][1], data, num_samples)
     result = []
     for _, block, layers in groups:
-        result.append(_calibrate(solver, layers, _run_calls(block, calls)))
+        result.append(_calibrate(solver, layers, runs_on_block(block, calls)))
         calls = [next_call(c, run_block(block, c)) for c in calls]
     return result
 
@@ -249,12 +218,12 @@ def prune_calibrated_(
         )
         sparsity = _allocate(solver, config, groups, dense)
         if len(groups) == 1 and groups[0][1] is model:
-            stats = _calibrate(solver, all_layers, _run_data(model, data, config.num_samples))
+            stats = _calibrate(solver, all_layers, runs_on_model(model, data, config.num_samples))
             _solve_group(solver, all_layers, stats, sparsity)
         else:
             calls = capture_block_inputs(model, groups[0][1], data, config.num_samples)
             for name, block, layers in groups:
-                stats = _calibrate(solver, layers, _run_calls(block, calls))
+                stats = _calibrate(solver, layers, runs_on_block(block, calls))
                 _solve_group(solver, layers, stats, sparsity)
                 calls = [next_call(c, run_block(block, c)) for c in calls]
                 log.info("%s: pruned block %s", info.name, name)
@@ -285,7 +254,7 @@ def _drop_uncalled(
     model.eval()
     try:
         with input_hooks(layers, lambda n, _x: called.add(n)):
-            for _, forward in _run_data(model, data, 1):
+            for _, forward in runs_on_model(model, data, 1):
                 forward()
     finally:
         model.train(was_training)

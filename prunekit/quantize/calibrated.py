@@ -10,26 +10,25 @@ without repeated blocks is one block. If anything fails, every swap is undone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from functools import partial
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from prunekit.calibrate import (
-    Call,
-    calibration_forward,
+    Run,
     capture_block_inputs,
+    collect_input_rows,
     find_blocks,
-    input_hooks,
     next_call,
     run_block,
-    token_mask,
+    runs_on_block,
+    runs_on_model,
 )
-from prunekit.data.batches import split_batch, take_samples
+from prunekit.data.batches import take_samples
 from prunekit.errors import PrunekitError
-from prunekit.layout import canonical, input_rows
+from prunekit.layout import canonical
 from prunekit.quantize.config import GPTQConfig
 from prunekit.quantize.gptq import gptq_quantize
 from prunekit.quantize.layers import WEIGHT_ONLY_SWAP, WeightOnlyLinear, weight_only_args
@@ -37,8 +36,6 @@ from prunekit.quantize.report import LayerQuant, QuantizeReport, layer_row
 from prunekit.quantize.select import choose_linears, swap_all_, unswap_all_
 
 log = logging.getLogger(__name__)
-
-Run = tuple[torch.Tensor | None, Callable[[], object]]  # (real-token mask [B, T], a forward)
 
 
 class Hessians:
@@ -52,37 +49,18 @@ class Hessians:
             for k in [canonical(m, m.weight).shape[1]]
         }
         self.rows = dict.fromkeys(layers, 0)
-        self.mask: torch.Tensor | None = None
 
-    def observe(self, name: str, x: torch.Tensor) -> None:
-        rows = input_rows(self.layers[name], x)
-        mask = self.mask
-        if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-            rows = rows[mask.reshape(-1)]
+    def observe(self, name: str, rows: torch.Tensor) -> None:
         r = rows.double()
         self.xtx[name] += r.t() @ r
         self.rows[name] += r.shape[0]
 
     def collect(self, runs: Iterable[Run]) -> None:
-        with input_hooks(self.layers, self.observe):
-            for mask, forward in runs:
-                self.mask = mask
-                forward()
+        collect_input_rows(self.layers, runs, self.observe)
 
     def hessian(self, name: str) -> torch.Tensor:
         """H = 2XᵀX/N, float32 ``[K, K]``."""
         return (2.0 * self.xtx[name] / max(self.rows[name], 1)).float()
-
-
-def _runs_on_model(model: nn.Module, data: list[Any]) -> Iterable[Run]:
-    for batch in data:
-        inputs, _ = split_batch(batch)
-        yield token_mask(inputs), partial(calibration_forward, model, inputs)
-
-
-def _runs_on_block(block: nn.Module, calls: list[Call]) -> Iterable[Run]:
-    for call in calls:
-        yield call.tokens, partial(run_block, block, call)
 
 
 def _blocks(
@@ -162,12 +140,12 @@ def gptq_(model: nn.Module, config: GPTQConfig, data: Iterable[Any] | None) -> Q
 
     try:
         if blocks is None:
-            quantize_group(layers, _runs_on_model(model, samples))
+            quantize_group(layers, runs_on_model(model, samples))
         else:
             calls = capture_block_inputs(model, blocks[0][1], samples, None)
             for name, block, mine in blocks:
                 if mine:
-                    quantize_group(mine, _runs_on_block(block, calls))
+                    quantize_group(mine, runs_on_block(block, calls))
                     log.info("gptq: quantized block %s", name)
                 calls = [next_call(c, run_block(block, c)) for c in calls]
     except BaseException:

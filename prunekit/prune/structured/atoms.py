@@ -101,13 +101,6 @@ class Solved:
     reasons: list[str]
     tags: dict[str, np.ndarray]
 
-    def blocked(self, atoms: np.ndarray) -> np.ndarray:
-        return self.reason[self.comp[atoms]] >= 0
-
-    def why(self, atom: int) -> str | None:
-        r = self.reason[self.comp[atom]]
-        return None if r < 0 else self.reasons[r]
-
     def tagged(self, tag: str, comps: np.ndarray) -> np.ndarray:
         mask = self.tags.get(tag)
         return np.zeros(len(comps), dtype=bool) if mask is None else mask[comps]

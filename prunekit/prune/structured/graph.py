@@ -63,10 +63,6 @@ class Group:
         """The group's first module, e.g. the layer whose outputs the units are."""
         return self.modules[0]
 
-    def describe(self) -> str:
-        parts = [f"{m.param}[dim {m.dim}]×{m.index.shape[1]}" for m in self.members]
-        return f"{self.size} {self.kind}s: " + ", ".join(parts)
-
 
 @dataclass
 class BlockedDim:

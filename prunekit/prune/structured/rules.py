@@ -9,7 +9,6 @@ unite them, or block them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -389,22 +388,30 @@ def squeeze(ctx: Context) -> Any:
     return Label([lab.dims[k] for k in keep], [lab.linked[k] for k in keep])
 
 
-@rule("expand", "expand_copy")
-def expand(ctx: Context) -> Any:
-    lab = ctx.lab(ctx.node.args[0])
+def _tiled(ctx: Context, lab: Label, kept: list[bool], reason: str) -> Label:
+    """Labels of an expand/repeat output: new leading dims and the input dims not ``kept``
+    (tiled to a new size) get blocked atoms; kept dims pass through."""
     shape = tuple(ctx.out.shape)
     lead = len(shape) - len(lab.dims)
-    dims: list[np.ndarray] = [ctx.atoms.fresh((s,), "expanded").dims[0] for s in shape[:lead]]
+    dims: list[np.ndarray] = [ctx.atoms.fresh((s,), reason).dims[0] for s in shape[:lead]]
     linked = [False] * lead
     for k, d in enumerate(lab.dims):
-        if len(d) == shape[lead + k]:
+        if kept[k]:
             dims.append(d)
             linked.append(lab.linked[k])
         else:
-            ctx.atoms.block(d, "expanded")
-            dims.append(ctx.atoms.fresh((shape[lead + k],), "expanded").dims[0])
+            ctx.atoms.block(d, reason)
+            dims.append(ctx.atoms.fresh((shape[lead + k],), reason).dims[0])
             linked.append(False)
     return Label(dims, linked)
+
+
+@rule("expand", "expand_copy")
+def expand(ctx: Context) -> Any:
+    lab = ctx.lab(ctx.node.args[0])
+    lead = ctx.out.dim() - len(lab.dims)
+    kept = [len(d) == ctx.out.shape[lead + k] for k, d in enumerate(lab.dims)]
+    return _tiled(ctx, lab, kept, "expanded")
 
 
 @rule("slice")
@@ -537,18 +544,7 @@ def repeat(ctx: Context) -> Any:
     lab = ctx.lab(ctx.node.args[0])
     reps = list(ctx.node.args[1])
     lead = len(reps) - len(lab.dims)
-    shape = tuple(ctx.out.shape)
-    dims = [ctx.atoms.fresh((s,), "repeated").dims[0] for s in shape[:lead]]
-    linked = [False] * lead
-    for k, d in enumerate(lab.dims):
-        if reps[lead + k] == 1:
-            dims.append(d)
-            linked.append(lab.linked[k])
-        else:
-            ctx.atoms.block(d, "repeated")
-            dims.append(ctx.atoms.fresh((shape[lead + k],), "repeated").dims[0])
-            linked.append(False)
-    return Label(dims, linked)
+    return _tiled(ctx, lab, [r == 1 for r in reps[lead:]], "repeated")
 
 
 # ---------------------------------------------------------------- indexing
@@ -927,7 +923,3 @@ def creation(ctx: Context) -> Any:
     for lab in tensor_inputs(ctx):
         ctx.block_label(lab, reason)
     return ctx.fresh_like(ctx.out, reason)
-
-
-def numel_of(shape: tuple[int, ...]) -> int:
-    return math.prod(shape)
