@@ -96,13 +96,16 @@ def _interleaved(
 ) -> list[list[float]]:
     """Seconds per call, one sample per timed block, for each model."""
     samples: list[list[float]] = [[] for _ in models]
-    with ExitStack() as stack, torch.inference_mode():
+    with ExitStack() as stack:
         for model in models:
             stack.enter_context(evaluating(model))
+        # The layout change happens outside inference_mode: weights converted inside it would
+        # come back as inference tensors, and the user's model could no longer be trained.
         if any(_channels_last(m, b) for m, b in zip(models, batches, strict=True)):
             for model in models:
                 stack.enter_context(_as_channels_last(model))
             batches = [_to_channels_last(b) for b in batches]
+        stack.enter_context(torch.inference_mode())
         runs = [_runner(m, b) for m, b in zip(models, batches, strict=True)]
         for run in runs:
             for _ in range(warmup):

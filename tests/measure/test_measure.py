@@ -149,6 +149,18 @@ def test_latency_medians_are_positive_and_attributed_to_each_model() -> None:
     assert results[1].median_ms[1] >= 2.0 > results[0].median_ms[1]
 
 
+def test_timing_a_conv_net_leaves_it_trainable_in_its_own_layout() -> None:
+    # Conv nets are timed in channels_last; the layout change must not turn the user's weights
+    # into inference tensors (they could no longer be trained) nor leave the layout changed.
+    model = CNNBN()
+    time_models([model], torch.randn(2, 1, 8, 8), batch_sizes=(1,), min_run_time=0.01)
+    assert not any(t.is_inference() for t in [*model.parameters(), *model.buffers()])
+    assert all(p.is_contiguous() for p in model.parameters())
+    model.train()
+    model(torch.randn(4, 1, 8, 8)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
 def test_latency_rejects_bad_batch_sizes() -> None:
     with pytest.raises(PrunekitError, match="batch_sizes"):
         time_models([nn.Linear(2, 2)], torch.randn(1, 2), batch_sizes=(0,))
