@@ -76,11 +76,16 @@ class PruneConfig(BaseConfig):
     ignore: layers to leave alone, in the same forms.
     seed: for anything random.
 
+    layer_sparsity: ``{selector: sparsity}``, selectors in the forms of ``targets``; the first
+        matching selector wins and other layers use ``sparsity``. Unstructured (``scope="layer"``
+        only): a matching layer loses that fraction of its weights. Structured: the groups whose
+        units are a matching layer's outputs lose that fraction of their units. Under gradual
+        schedules each layer's target grows with the overall one: ``layer_s · current /
+        sparsity``.
+
     Structured patterns only:
     macs_reduction: prune until the forward pass needs this many times fewer multiply-
         accumulates (2.0: half); the fraction of units removed is searched for.
-    layer_sparsity: ``{selector: sparsity}`` for the groups whose units are a matching layer's
-        outputs (the first matching selector wins); other groups use ``sparsity``.
     min_channels: channels every pruned layer keeps at least.
     round_to: kept channel counts are multiples of this (e.g. 8 for SIMD-friendly widths).
     verify: check the rebuilt model against the unpruned one with those units zeroed, on the
@@ -126,8 +131,7 @@ class PruneConfig(BaseConfig):
     @model_validator(mode="after")
     def _pattern_agrees(self) -> PruneConfig:
         if not self.structured:
-            defaults = {"macs_reduction": None, "layer_sparsity": {}, "min_channels": 1,
-                        "round_to": 1}  # fmt: skip
+            defaults = {"macs_reduction": None, "min_channels": 1, "round_to": 1}
             for name, default in defaults.items():
                 if getattr(self, name) != default:
                     raise ValueError(
@@ -135,6 +139,18 @@ class PruneConfig(BaseConfig):
                         f"'head', or leave {name} unset (pattern is {self.pattern!r})"
                     )
         nm = parse_pattern(self.pattern)
+        if self.layer_sparsity and nm is not None:
+            raise ValueError(
+                f"layer_sparsity has no meaning for pattern {self.pattern} (every group of "
+                f"{nm.m} keeps {nm.m - nm.n}); use pattern='unstructured' or leave "
+                f"layer_sparsity unset"
+            )
+        if self.layer_sparsity and self.pattern == UNSTRUCTURED and self.scope == "global":
+            raise ValueError(
+                "layer_sparsity needs scope='layer' with pattern 'unstructured' (a global "
+                "ranking decides each layer's share itself); got scope='global': set "
+                "scope='layer' or leave layer_sparsity unset"
+            )
         if nm is not None:
             if self.sparsity is not None and abs(self.sparsity - nm.n / nm.m) > 1e-9:
                 implied = nm.n / nm.m
@@ -165,6 +181,15 @@ class PruneConfig(BaseConfig):
         if nm is not None:
             return nm.n / nm.m
         return 0.5 if self.sparsity is None else self.sparsity
+
+    @property
+    def schedule_final(self) -> float:
+        """Where a gradual schedule ends: the sparsity, or 1.0 (read as progress) when it is 0
+        and per-layer sparsities or a MACs target say what to remove."""
+        final = self.target_sparsity
+        if final > 0:
+            return final
+        return 1.0 if self.layer_sparsity or self.macs_reduction is not None else 0.0
 
     def with_sparsity(self, sparsity: float) -> PruneConfig:
         """A copy asking for another sparsity (used by schedules that step toward the target)."""

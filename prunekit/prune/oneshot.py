@@ -36,7 +36,7 @@ from prunekit.prune.allocation import exact_counts, outlier_ratio, owl_sparsitie
 from prunekit.prune.methods.base import CalibrationSolver
 from prunekit.prune.methods.calibrated import CalibratedConfig
 from prunekit.prune.plan import split_count
-from prunekit.prune.pruner import check_nm
+from prunekit.prune.pruner import check_nm, layer_targets
 from prunekit.prune.report import PruneReport
 from prunekit.registry import method_for_config
 from prunekit.surgery import restore_, snapshot
@@ -136,6 +136,9 @@ def _allocate(
 ) -> dict[str, float]:
     sizes = [sum(m.weight.numel() for m in g[2].values()) for g in groups]
     target = config.target_sparsity
+    if config.layer_sparsity:
+        return layer_targets({n: m for g in groups for n, m in g[2].items()},
+                             config.layer_sparsity, target)  # fmt: skip
     if config.nm is not None or config.allocation == "uniform":
         return {n: target for g in groups for n in g[2]}
     assert stats_of is not None, "OWL needs the dense statistics"
@@ -192,6 +195,11 @@ def prune_calibrated_(
         raise PrunekitError(
             f"data: {info.name} needs calibration batches (e.g. tokenized text windows); "
             f"pass data=..."
+        )
+    if config.layer_sparsity and config.allocation == "owl":
+        raise PrunekitError(
+            "layer_sparsity and allocation='owl' both set each layer's sparsity; use one: "
+            "leave layer_sparsity unset or set allocation='uniform'"
         )
     # Read the calibration samples once: every pass (OWL's dense pass, the pruning pass) must see
     # the same ones, and a shuffling DataLoader draws a new order each time it is iterated.

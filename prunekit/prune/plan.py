@@ -6,6 +6,8 @@ exactly, to the element: ties are broken by position, never by a threshold that 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from prunekit.config import NM
@@ -119,13 +121,20 @@ def l2_normalized(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def plan_masks(
     scores: dict[str, torch.Tensor],
-    sparsity: float,
+    sparsity: float | Mapping[str, float],
     nm: NM | None = None,
     scope: str = "layer",
 ) -> dict[str, torch.Tensor]:
-    """Masks for every layer in ``scores``: N:M, per-layer, or one global ranking."""
+    """Masks for every layer in ``scores``: N:M, per-layer, or one global ranking.
+
+    ``sparsity`` may be ``{layer: sparsity}`` (one entry per layer of ``scores``) for per-layer
+    unstructured masks.
+    """
     if nm is not None:
         return {n: nm_mask(s, nm) for n, s in scores.items()}
+    if isinstance(sparsity, Mapping):
+        assert scope == "layer", "per-layer sparsities need scope='layer'"
+        return {n: unstructured_mask(s, sparsity[n]) for n, s in scores.items()}
     if scope == "global":
         return global_masks(scores, sparsity)
     return {n: unstructured_mask(s, sparsity) for n, s in scores.items()}

@@ -20,7 +20,7 @@ from prunekit.prune.methods.base import GradientScorer, Scorer
 from prunekit.prune.plan import l2_normalized, plan_masks
 from prunekit.registry import method_for_config
 from prunekit.surgery import Masks, apply_masks_
-from prunekit.targets import select_layers
+from prunekit.targets import _check_selectors, _matches, select_layers
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,26 @@ def check_nm(layers: dict[str, nn.Module], nm: NM | None) -> None:
                 f"pattern {nm}: layer {name!r} has input width {width}, not divisible by {nm.m}; "
                 f"leave it out with ignore=[{name!r}]"
             )
+
+
+def layer_targets(
+    layers: dict[str, nn.Module], layer_sparsity: dict[str, float], default: float
+) -> dict[str, float]:
+    """``{layer: sparsity}``: the first selector of ``layer_sparsity`` matching a layer (by exact
+    name, class name or ``re:<regex>``) gives its sparsity, ``default`` otherwise. A selector
+    matching none of ``layers`` is an error (a typo would silently change nothing)."""
+    _check_selectors(list(layer_sparsity), "layer_sparsity")
+    for selector in layer_sparsity:
+        if not any(_matches(selector, n, m) for n, m in layers.items()):
+            raise PrunekitError(
+                f"layer_sparsity: {selector!r} matches no layer being pruned; the layers are: "
+                f"{', '.join(layers)}"
+            )
+    out = {}
+    for name, module in layers.items():
+        hit = next((s for sel, s in layer_sparsity.items() if _matches(sel, name, module)), None)
+        out[name] = default if hit is None else hit
+    return out
 
 
 class Pruner:
@@ -55,6 +75,11 @@ class Pruner:
         self.method = method_for_config(config)
         self.layers = select_layers(model, config.targets, config.ignore)
         check_nm(self.layers, config.nm)
+        self.layer_sparsity = (
+            layer_targets(self.layers, config.layer_sparsity, config.target_sparsity)
+            if config.layer_sparsity
+            else None
+        )
         self.scorer: Scorer = self.method.impl(config, self.layers)
 
     @property
@@ -71,7 +96,11 @@ class Pruner:
 
     def plan(self, sparsity: float) -> Masks:
         """Masks reaching ``sparsity`` (or the N:M pattern). Weights already zero rank lowest,
-        so a pruned weight never comes back."""
+        so a pruned weight never comes back.
+
+        With ``config.layer_sparsity``, ``sparsity`` is read as the progress of a schedule toward
+        ``config.sparsity``: each layer goes to its own target × ``sparsity / config.sparsity``.
+        """
         with torch.no_grad():
             raw = self.scorer.scores()
             scores = {
@@ -81,7 +110,12 @@ class Pruner:
         if self.config.scope == "global" and self.scorer.normalize_globally:
             scores = l2_normalized(scores)
         scores = {n: canonical(self.layers[n], s) for n, s in scores.items()}
-        masks = plan_masks(scores, sparsity, self.config.nm, self.config.scope)
+        target: float | dict[str, float] = sparsity
+        if self.layer_sparsity is not None:
+            final = self.config.schedule_final
+            progress = min(sparsity / final, 1.0) if final > 0 else 1.0
+            target = {n: s * progress for n, s in self.layer_sparsity.items()}
+        masks = plan_masks(scores, target, self.config.nm, self.config.scope)
         return {n: canonical(self.layers[n], m) for n, m in masks.items()}
 
     def prune_to(self, sparsity: float) -> Masks:

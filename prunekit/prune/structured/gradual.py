@@ -37,7 +37,7 @@ class StructuredSteps:
         loss_fn: LossFn | None,
     ) -> StructuredReport | None:
         """Prune toward ``target`` (a cumulative sparsity on the schedule's scale)."""
-        final = self.config.target_sparsity
+        final = self.config.schedule_final
         f = min(target / final, 1.0) if final > 0 else 1.0
         if f <= self.done + 1e-9:
             return None
