@@ -66,6 +66,7 @@ def method_for_config(config: BaseConfig) -> MethodInfo:
 
 def _load_builtin_methods() -> None:
     # Importing the method packages registers them; done lazily to keep imports acyclic.
+    import prunekit.distill
     import prunekit.prune.methods
     import prunekit.quantize
     import prunekit.share  # noqa: F401

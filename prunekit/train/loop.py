@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Iterable, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -32,11 +32,26 @@ from prunekit.prune.schedule import AGP, Schedule, make_schedule
 from prunekit.prune.structured.gradual import StructuredSteps
 from prunekit.surgery import Masks, apply_masks_, mask_grads_, masks_from_zeros, restore_, snapshot
 from prunekit.targets import select_layers
+from prunekit.train.distributed import data_parallel
 from prunekit.train.losses import distillation_loss, forward_with_loss
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "sgd")
+
+
+class DistillObjective(Protocol):
+    """A teacher-driven objective that replaces the loop's loss (``prunekit.distill`` builds
+    one): ``loss`` gives a step's loss and its named parts, ``parameters`` its own trainable
+    tensors (they join the optimizer), ``evaluate`` per-epoch measurements on ``eval_data``."""
+
+    def loss(
+        self, model: nn.Module, inputs: Any, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def parameters(self) -> Iterable[nn.Parameter]: ...
+
+    def evaluate(self, model: nn.Module, data: Iterable[Any]) -> dict[str, float]: ...
 
 
 @dataclass
@@ -82,8 +97,10 @@ def _check_args(data: Any, epochs: int, lr: float, optimizer: str, alpha: float)
     return len(data)
 
 
-def _make_optimizer(model: nn.Module, name: str, lr: float, wd: float) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def _make_optimizer(
+    model: nn.Module, name: str, lr: float, wd: float, extra: Iterable[nn.Parameter] = ()
+) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
@@ -131,6 +148,7 @@ def finetune_(
     example_inputs: Any = None,
     progress: bool = True,
     seed: int = 0,
+    distiller: DistillObjective | None = None,
 ) -> FinetuneReport:
     """Train ``model`` in place on ``data`` for ``epochs``, keeping pruned weights at zero.
 
@@ -145,11 +163,22 @@ def finetune_(
         (default: the first batch's inputs).
     keep_sparsity: weights already zero in the prunable layers stay zero.
     eval_data: labelled batches; accuracy is measured after each epoch.
+    distiller: replaces the loss (``prunekit.distill_`` passes one; then ``teacher``,
+        ``temperature``, ``alpha`` and ``loss_fn`` are the distiller's own); the history gets
+        the mean of each part of its loss per epoch (``task_loss``, ``soft_loss``…).
 
     Stops early if the loss becomes NaN/inf, putting back the weights of the last good epoch.
     If training raises, the model is restored to its state before the call.
     """
-    steps_per_epoch = _check_args(data, epochs, lr, optimizer, alpha)
+    _check_args(data, epochs, lr, optimizer, alpha)
+    if distiller is not None and teacher is not None:
+        raise PrunekitError("teacher: pass it to the distiller, not to finetune_ as well")
+    extra = list(distiller.parameters()) if distiller is not None else []
+    # Under torchrun: this rank's share of the batches, from rank 0's weights (see distributed).
+    ranks = data_parallel(model)
+    ranks.broadcast_(model, extra)
+    train = ranks.shard(data)
+    steps_per_epoch = len(train)
     structured = None
     if prune is not None and prune.structured:
         if example_inputs is None:
@@ -168,7 +197,7 @@ def finetune_(
     torch.manual_seed(seed)
     total_steps = epochs * steps_per_epoch
     lr_factor = _warmup_cosine(total_steps)
-    opt = _make_optimizer(model, optimizer, lr, weight_decay)
+    opt = _make_optimizer(model, optimizer, lr, weight_decay, extra)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     if teacher is not None:
         teacher.eval()
@@ -186,22 +215,24 @@ def finetune_(
             good = snapshot(model)
             model.train()
             total_loss, batches = 0.0, 0
+            part_sums: dict[str, float] = {}
             bar = tqdm(
-                data,
+                train,
                 desc=f"epoch {epoch + 1}/{epochs}",
-                disable=None if progress else True,  # None: off when stderr is no terminal
+                # None: off when stderr is no terminal
+                disable=None if progress and ranks.is_main else True,
                 leave=False,
             )
             for batch in bar:
                 if structured is not None and plan is not None:
-                    target = plan.target(step, total_steps, prune.target_sparsity)
+                    target = plan.target(step, total_steps, prune.schedule_final)
                     if target and structured.step(model, target, data, loss_fn) is not None:
                         # New, smaller parameters: a fresh optimizer at the same point of the
                         # learning-rate schedule, and the masks of the new layers.
                         report.pruning.append({"step": step, **structured.reports[-1].summary()})
                         if channels_last:
                             model.to(memory_format=torch.channels_last)
-                        opt = _make_optimizer(model, optimizer, lr, weight_decay)
+                        opt = _make_optimizer(model, optimizer, lr, weight_decay, extra)
                         sched = torch.optim.lr_scheduler.LambdaLR(
                             opt, lambda s, at=step: lr_factor(s + at)
                         )
@@ -209,7 +240,7 @@ def finetune_(
                         masks = masks_from_zeros(layers) if keep_sparsity else {}
                         good = snapshot(model)
                 elif pruner is not None and plan is not None:
-                    target = plan.target(step, total_steps, prune.target_sparsity)
+                    target = plan.target(step, total_steps, prune.schedule_final)
                     if target:
                         if pruner.needs_observations:
                             pruner.calibrate(data, loss_fn, getattr(prune, "num_samples", None))
@@ -218,17 +249,23 @@ def finetune_(
                 inputs, labels = split_batch(batch)
                 if channels_last:
                     inputs = _to_channels_last(inputs)
-                logits, loss = forward_with_loss(model, inputs, labels, loss_fn)
+                if distiller is not None:
+                    loss, parts = distiller.loss(model, inputs, labels)
+                    for name, value in parts.items():
+                        part_sums[name] = part_sums.get(name, 0.0) + float(value.detach())
+                else:
+                    logits, loss = forward_with_loss(model, inputs, labels, loss_fn)
                 if teacher is not None:
                     with torch.no_grad():
                         teacher_logits = run_model(teacher, inputs)
                     kd = distillation_loss(logits, teacher_logits, temperature)
                     loss = alpha * kd + (1.0 - alpha) * loss
-                if not torch.isfinite(loss):
+                if not ranks.all_finite(loss):
                     report.stopped_early = f"non-finite loss at epoch {epoch + 1}, step {step}"
                     break
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                ranks.average_gradients_(opt)
                 if pruner is not None:
                     pruner.observe()
                 mask_grads_(layers, masks)
@@ -243,24 +280,31 @@ def finetune_(
                 bar.set_postfix(loss=f"{total_loss / batches:.4f}")
             if report.stopped_early:
                 restore_(model, good)
-                log.warning(
-                    "fine-tuning stopped: %s; weights of the last good epoch kept",
-                    report.stopped_early,
-                )
+                if ranks.is_main:
+                    log.warning(
+                        "fine-tuning stopped: %s; weights of the last good epoch kept",
+                        report.stopped_early,
+                    )
                 break
             entry: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_loss": total_loss / max(batches, 1),
                 "lr": sched.get_last_lr()[0],
+                **{f"{name}_loss": v / max(batches, 1) for name, v in part_sums.items()},
             }
+            entry.update(ranks.mean({k: v for k, v in entry.items() if k.endswith("_loss")}))
+            ranks.average_buffers_(model)
             if eval_data is not None:
                 measured = top1_accuracy(model, eval_data)
                 entry["eval_accuracy"] = measured[0] if measured else None
+                if distiller is not None:
+                    entry.update(distiller.evaluate(model, eval_data))
             if layers:
                 entry["sparsity"] = _sparsity(layers)
             report.history.append(entry)
             report.epochs = epoch + 1
-            log.info("epoch %d: %s", epoch + 1, entry)
+            if ranks.is_main:
+                log.info("epoch %d: %s", epoch + 1, entry)
     except BaseException:
         if structured is not None:
             structured.undo.rollback()
