@@ -15,6 +15,7 @@ import prunekit.export as pexport
 import prunekit.export.onnx as export_module
 from prunekit.errors import PrunekitError
 from prunekit.export import ExportReport, export_onnx
+from prunekit.export.twin import export_twin
 from prunekit.measure.onnx import OnnxModule, onnx_latency
 from tests import hf_zoo, zoo
 
@@ -291,3 +292,161 @@ def test_an_int8_quantized_model_exports_through_onnxruntime_int8(tmp_path):
         want = model(x)
     # Both are int8 models of the same weights; their activation rounding differs slightly.
     assert torch.nn.functional.cosine_similarity(torch.from_numpy(got), want).min() > 0.99
+
+
+# --------------------------------------------------------------------------- quantized models
+
+
+def _wide_mlp() -> tuple[nn.Module, torch.Tensor]:
+    """An MLP whose weights dominate its ONNX file, and a batch of inputs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 16)).eval()
+    return model, torch.randn(6, 256)
+
+
+def _nodes(path, optimized: bool = False) -> list[str]:
+    """The op types of the file's graph, or of the graph onnxruntime runs after its fusions."""
+    if not optimized:
+        return [n.op_type for n in onnx.load(str(path)).graph.node]
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(path) + ".opt"
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(path) + ".opt").graph.node]
+
+
+@pytest.mark.parametrize(
+    ("bits", "group_size", "symmetric", "width"),
+    [(4, 32, True, 4), (3, 64, False, 4), (8, -1, True, 8), (2, 16, False, 2), (5, 128, True, 8)],
+)
+def test_weight_only_layers_export_their_codes_as_matmulnbits(
+    bits, group_size, symmetric, width, tmp_path
+):
+    model, x = _wide_mlp()
+    dense = export_onnx(model, tmp_path / "dense.onnx", x)
+    config = pk.RTNConfig(bits=bits, group_size=group_size, symmetric=symmetric)
+    pk.quantize_(model, config)
+    report = export_onnx(model, tmp_path / "q.onnx", x)
+
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    assert len(nbits) == 2 and all(n.domain == "com.microsoft" for n in nbits)
+    assert {a.i for n in nbits for a in n.attribute if a.name == "bits"} == {width}
+    form = f"{bits}-bit weight-only -> MatMulNBits {width}-bit"
+    assert all(k.startswith(form) for k in report.forms) and sum(report.forms.values()) == 2
+    # The codes, scales and zero points stay low-bit in the file: about (width + 2) / 32 of
+    # the float file for these group sizes.
+    assert report.bytes < dense.bytes * (width + 3) / 32
+    # onnxruntime computes what the PyTorch layer computes (float accumulation order aside),
+    # and so does the module the exporter traced.
+    assert report.max_abs_diff < 1e-5
+    with torch.no_grad():
+        torch.testing.assert_close(export_twin(model).model(x), model(x), atol=1e-5, rtol=1e-5)
+    more = torch.randn(9, 256, generator=torch.Generator().manual_seed(2))
+    (got,) = _ort(tmp_path / "q.onnx", {"input": more})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(more).numpy(), atol=1e-5, rtol=1e-4)
+    assert "MatMulNBits" in str(report)
+
+
+def test_weight_only_groups_no_matmulnbits_block_fits_export_dequantized(tmp_path):
+    model, x = _wide_mlp()
+    pk.quantize_(model, pk.RTNConfig(bits=4, group_size=24))
+    report = export_onnx(model, tmp_path / "q.onnx", x)
+    assert "MatMulNBits" not in _nodes(tmp_path / "q.onnx")
+    (form,) = report.forms
+    assert "group_size 24" in form and "dequantized" in form and report.forms[form] == 2
+    assert report.max_abs_diff < 1e-5
+    assert report.bytes > 256 * 256 * 4  # float32 weights: honest about the size
+
+
+def test_weight_only_gpt2_exports_with_a_dynamic_sequence(tmp_path):
+    model, inputs = hf_zoo.ZOO["gpt2"]()
+    pk.quantize_(model, pk.RTNConfig(bits=4, group_size=16))
+    report = export_onnx(model, tmp_path / "q.onnx", inputs, dynamic_sequence=True)
+    assert report.sequence_lengths == [8, 7] and report.max_abs_diff < 1e-4
+    quantized = sum(isinstance(m, pk.quantize.WeightOnlyLinear) for m in model.modules())
+    assert quantized > 0 and _nodes(tmp_path / "q.onnx").count("MatMulNBits") == quantized
+    longer = {k: torch.cat([v, v], dim=1)[:, :11] for k, v in inputs.items()}
+    (got,) = _ort(tmp_path / "q.onnx", longer)
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(**longer).logits.numpy(), atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["cnn-bn", "residual", "mlp", "grouped-concat"])
+def test_static_int8_exports_a_qdq_graph_onnxruntime_runs_in_int8(name, tmp_path):
+    model, batches = zoo.build(name)
+    pk.quantize_(model, pk.Int8StaticConfig(num_samples=32), data=batches)
+    x = batches[0][0]
+    report = export_onnx(model, tmp_path / "q.onnx", x)
+
+    assert report.quantize == "int8-static" and report.float_bytes is None
+    nodes = _nodes(tmp_path / "q.onnx")
+    assert "QuantizeLinear" in nodes and "DequantizeLinear" in nodes
+    int8 = [t for t in onnx.load(str(tmp_path / "q.onnx")).graph.initializer if t.data_type == 3]
+    assert int8, "the weights stay int8 in the file"
+    # onnxruntime fuses the QDQ groups into its int8 kernels: no float conv or Gemm is left.
+    fused = _nodes(tmp_path / "q.onnx", optimized=True)
+    assert not {"Conv", "Gemm", "MatMul"} & set(fused)
+    assert {"QLinearConv", "QGemm"} & set(fused)
+    # Tolerance: both run the same int8 arithmetic on the same scales; they may round a
+    # requantized activation to neighbouring steps (float vs fixed-point requantization), so
+    # agreement is bounded in SQNR (the export refuses < 30 dB) and in output steps.
+    assert report.quantized_sqnr_db >= pexport.STATIC_MIN_SQNR_DB
+    assert report.max_abs_diff == report.quantized_max_abs_diff
+    more = torch.cat([b[0] for b in batches])[:40]
+    (got,) = _ort(tmp_path / "q.onnx", {"x": more})
+    with torch.no_grad():
+        want = model(more)
+    step = (want.max() - want.min()).item() / 255
+    assert np.abs(got - want.numpy()).max() <= 4 * step
+    assert (torch.from_numpy(got).argmax(1) == want.argmax(1)).float().mean() >= 0.95
+    assert "int8 vs int8: SQNR" in str(report)
+
+
+class _ResidualBlock(nn.Module):
+    """A region with an add of two int8 tensors (torch.ops.quantized.add) and an average pool
+    on int8 values inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv1(x))
+        return self.pool(torch.relu(h + self.conv2(h)))
+
+
+def test_static_int8_region_with_an_add_and_a_float_layer_inside(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), _ResidualBlock(), nn.Flatten())
+    batches = [torch.randn(8, 1, 8, 8) for _ in range(4)]
+    config = pk.Int8StaticConfig(targets=["0", "1"], ignore=["1.conv1"])
+    pk.quantize_(model.eval(), config, data=batches)
+    report = export_onnx(model, tmp_path / "q.onnx", batches[0])
+    assert "QLinearAdd" in _nodes(tmp_path / "q.onnx", optimized=True)
+    assert report.quantized_sqnr_db >= pexport.STATIC_MIN_SQNR_DB
+
+
+def test_static_int8_refuses_onnxruntime_quantization_and_unknown_int8_ops(tmp_path):
+    model, batches = zoo.build("cnn-bn")
+    pk.quantize_(model, pk.Int8StaticConfig(num_samples=16), data=batches)
+    x = batches[0][0]
+    with pytest.raises(PrunekitError, match="static int8 regions, which export as int8 QDQ"):
+        export_onnx(model, tmp_path / "q.onnx", x, quantize="int8-dynamic")
+
+    class Hardswish(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(1, 4, 3), nn.Hardswish()
+
+        def forward(self, x):
+            return self.act(self.conv(x))
+
+    odd = nn.Sequential(Hardswish()).eval()
+    pk.quantize_(odd, pk.Int8StaticConfig(), data=[torch.randn(4, 1, 8, 8)])
+    with pytest.raises(PrunekitError, match=r"region '0' applies module .*Hardswish"):
+        export_onnx(odd, tmp_path / "q.onnx", torch.randn(2, 1, 8, 8))
+    assert not any(tmp_path.iterdir())

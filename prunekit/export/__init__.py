@@ -8,12 +8,22 @@ is deprecated since torch 2.9 and mis-exports Hugging Face models called with ke
 ``quantize="int8-dynamic"`` hands the float file to onnxruntime's dynamic quantization (int8
 weights per output channel for linear layers and embeddings, activations quantized on the fly),
 which needs no data; convolutions stay float, as onnxruntime's integer convolution is slower.
-A model already quantized in PyTorch (packed int8 weights, ``torch.ops.quantized.*``) does not
-export: the error names the module; export the float model and quantize here instead.
+
+Models quantized by prunekit export as what they compute (``prunekit.export.twin``):
+int8-dynamic layers through onnxruntime's int8-dynamic; weight-only low-bit layers as
+onnxruntime's MatMulNBits on their own codes (exact, small file); static int8 regions as QDQ
+graphs carrying torch.ao's calibrated scales, which onnxruntime runs with its int8 kernels.
+Other modules calling ``torch.ops.quantized.*`` do not export: the error names the module.
 
 Timing the file against PyTorch: ``prunekit.measure.onnx.onnx_latency``.
 """
 
-from prunekit.export.onnx import OPSET, QUANTIZE_MODES, ExportReport, export_onnx
+from prunekit.export.onnx import (
+    OPSET,
+    QUANTIZE_MODES,
+    STATIC_MIN_SQNR_DB,
+    ExportReport,
+    export_onnx,
+)
 
-__all__ = ["OPSET", "QUANTIZE_MODES", "ExportReport", "export_onnx"]
+__all__ = ["OPSET", "QUANTIZE_MODES", "STATIC_MIN_SQNR_DB", "ExportReport", "export_onnx"]

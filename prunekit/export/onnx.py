@@ -1,9 +1,9 @@
 """``export_onnx``: the ONNX file, checked by ``onnx.checker`` and in onnxruntime, and optionally
-quantized to int8 by onnxruntime."""
+quantized to int8 by onnxruntime. Models prunekit quantized export through their twin
+(:mod:`prunekit.export.twin`)."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -12,7 +12,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from torch import nn
 from prunekit.errors import PrunekitError
 from prunekit.export.diagnose import HINTS, explain
 from prunekit.export.inputs import ModelCall, flat_tensors, one_line, output_names
+from prunekit.export.twin import export_twin
 from prunekit.measure._common import ExampleInputs, evaluating
 from prunekit.measure.onnx import session
 
@@ -31,11 +32,17 @@ log = logging.getLogger(__name__)
 OPSET = 20
 MIN_OPSET = 18  # the dynamo exporter's lowest
 QUANTIZE_MODES = ("int8-dynamic",)
+STATIC = "int8-static"  # what a model holding torch.ao static int8 regions exports as
 # Linear layers and embeddings. Convolutions stay float: onnxruntime 1.32's ConvInteger ran
 # builtin:vgg-bn 4x slower than its float Conv (batch 64, 2 threads: 153 vs 39 ms).
 INT8_OP_TYPES = ["MatMul", "Gemm", "Gather"]
 # Protobuf caps a file at 2 GiB; bigger models keep their weights in FILE.data beside it.
 EXTERNAL_DATA_BYTES = 1 << 30
+# onnxruntime's int8 kernels can round a requantized activation one step away from PyTorch's
+# (their requantization arithmetic and float summation differ), and the step propagates: a
+# static int8 export is accepted at this SQNR against the PyTorch int8 model (measured: 40-49
+# dB, often identical). A wrong scale, zero point or layout gives < 20 dB.
+STATIC_MIN_SQNR_DB = 30.0
 # Exporter chatter (torchvision missing, constant-folding attempts) that tells users nothing.
 NOISY_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")
 
@@ -51,6 +58,13 @@ class ExportReport:
     ``float_bytes`` is what the float export took, and ``quantized_max_abs_diff`` and
     ``quantized_sqnr_db`` (10 log10 of sum y^2 over sum (y_int8 - y)^2, all outputs and checked
     shapes) measure the int8 model against PyTorch; they are reported, not bounded.
+
+    A model quantized by prunekit exports its quantized layers as ``forms`` says (form -> how
+    many layers). Weight-only layers keep their codes (MatMulNBits) and are checked like a
+    float model. Static int8 regions export as QDQ graphs that onnxruntime runs with its int8
+    kernels: ``quantize`` is then ``"int8-static"`` and ``max_abs_diff`` (equal to
+    ``quantized_max_abs_diff``) compares them with the PyTorch int8 model; the export is
+    refused below ``STATIC_MIN_SQNR_DB``.
     """
 
     path: str
@@ -69,6 +83,7 @@ class ExportReport:
     float_bytes: int | None = None
     quantized_max_abs_diff: float | None = None
     quantized_sqnr_db: float | None = None
+    forms: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,13 +94,19 @@ class ExportReport:
         if self.sequence_lengths:
             dims += " and sequence"
             where += f", sequence lengths {', '.join(map(str, self.sequence_lengths))}"
+        bound = f"atol {self.atol:g}, rtol {self.rtol:g}"
+        if self.quantize == STATIC:
+            bound = f"int8 vs int8: SQNR {self.quantized_sqnr_db:.1f} dB, at least "
+            bound += f"{STATIC_MIN_SQNR_DB:g} required"
         lines = [
             f"ONNX {self.path}: {_size(self.bytes)}, opset {self.opset}, {dims}",
             f"inputs {', '.join(self.input_names)} -> outputs {', '.join(self.output_names)}",
-            f"onnxruntime vs PyTorch: max |diff| {self.max_abs_diff:.2e} at {where} "
-            f"(atol {self.atol:g}, rtol {self.rtol:g})",
+            f"onnxruntime vs PyTorch: max |diff| {self.max_abs_diff:.2e} at {where} ({bound})",
         ]
-        if self.quantize is not None:
+        if self.forms:
+            lines.append("quantized layers as written:")
+            lines += [f"  {n} x {form}" for form, n in self.forms.items()]
+        if self.quantize not in (None, STATIC):
             lines.append(
                 f"{self.quantize} in onnxruntime (linear and embedding weights int8 per channel): "
                 f"{_size(self.float_bytes or 0)} -> {_size(self.bytes)}; vs PyTorch: SQNR "
@@ -119,32 +140,52 @@ def export_onnx(
     ``atol + rtol * |PyTorch|`` of the model's at the example's shapes and with each dynamic
     dimension changed; otherwise a ``PrunekitError`` says what differed, and nothing is written.
     ``quantize="int8-dynamic"`` writes onnxruntime's dynamically quantized int8 model instead.
-    The model is left as it was (modes restored).
+    A model quantized by prunekit exports as its quantized layers allow (see ``ExportReport``):
+    int8-dynamic layers through onnxruntime's int8-dynamic, weight-only layers as MatMulNBits,
+    static int8 regions as QDQ graphs. The model is left as it was (modes restored).
     """
     start = time.perf_counter()
     path = _check_args(model, path, opset, atol, rtol, quantize)
-    twin = _float_twin(model)
+    reference, twin = model, export_twin(model)
+    static, forms, translations = False, {}, None
     if twin is not None:
-        # fbgemm's int8 kernels have no ONNX form: export the same weights as float layers and
-        # let onnxruntime quantize them again (per channel, the grid they already lie on).
-        model, quantize = twin, quantize or "int8-dynamic"
+        if twin.static_int8 and quantize is not None:
+            raise PrunekitError(
+                f"quantize: the model holds static int8 regions, which export as int8 QDQ "
+                f"graphs already; leave quantize unset (got {quantize!r})"
+            )
+        if twin.dynamic_int8:
+            # fbgemm's int8 kernels have no ONNX form: export the same weights as float layers
+            # and let onnxruntime quantize them again (per channel, the grid they lie on).
+            quantize, reference = quantize or "int8-dynamic", twin.model
+        if twin.nbits:
+            from prunekit.export.nbits import translation_table
+
+            translations = translation_table()
+        model, static, forms = twin.model, twin.static_int8, dict(twin.forms)
     call = ModelCall.of(model, example_inputs, dynamic_batch, dynamic_sequence)
-    with evaluating(model), tempfile.TemporaryDirectory(dir=path.parent, prefix=".onnx-") as tmp:
+    with (
+        evaluating(model),
+        evaluating(reference),
+        tempfile.TemporaryDirectory(dir=path.parent, prefix=".onnx-") as tmp,
+    ):
         try:
-            outputs = call.outputs(model, call.inputs)
+            outputs = call.outputs(reference, call.inputs)
         except Exception as err:
             raise PrunekitError(
                 f"example_inputs: the model fails on them: {type(err).__name__}: {one_line(err)}"
             ) from err
         names = output_names(outputs)
         float_file = Path(tmp) / ("float.onnx" if quantize else path.name)
-        _export(model, call, names, float_file, opset)
+        _export(model, call, names, float_file, opset, translations)
         checks = call.checks()
+        tolerance = (math.inf, 0.0) if static else (atol, rtol)
+        diff, sqnr = _deviation(reference, call, float_file, checks, tolerance)
         report = ExportReport(
             path=str(path),
             bytes=_file_bytes(float_file),
             opset=opset,
-            max_abs_diff=_deviation(model, call, float_file, checks, (atol, rtol))[0],
+            max_abs_diff=diff,
             input_names=call.names,
             output_names=names,
             batch_sizes=sorted({b for b, _ in checks}),
@@ -152,34 +193,24 @@ def export_onnx(
             sequence_lengths=sorted({t for _, t in checks if t is not None}, reverse=True),
             atol=atol,
             rtol=rtol,
+            forms=forms,
         )
-        if quantize is not None:
-            report = _quantize(model, call, float_file, Path(tmp) / path.name, report, quantize)
+        if static:
+            if sqnr < STATIC_MIN_SQNR_DB:
+                raise PrunekitError(
+                    f"export_onnx: onnxruntime's int8 output differs from the PyTorch int8 "
+                    f"model's at SQNR {sqnr:.1f} dB (max |diff| {diff:.3g}; expected >= "
+                    f"{STATIC_MIN_SQNR_DB:g} dB: rounding differences only); nothing was written"
+                )
+            report = replace(
+                report, quantize=STATIC, quantized_max_abs_diff=diff, quantized_sqnr_db=sqnr
+            )
+        elif quantize is not None:
+            report = _quantize(reference, call, float_file, Path(tmp) / path.name, report, quantize)
         _move_into_place(Path(tmp), path)
     report = replace(report, seconds=time.perf_counter() - start)
     log.info("exported %s in %.1f s", path, report.seconds)
     return report
-
-
-def _float_twin(model: nn.Module) -> nn.Module | None:
-    """A copy of ``model`` with every ``Int8Linear`` replaced by an ``nn.Linear`` holding its
-    dequantized weight; None when the model has none."""
-    from prunekit.quantize.layers import Int8Linear
-
-    names = [n for n, m in model.named_modules() if isinstance(m, Int8Linear)]
-    if not names:
-        return None
-    twin = copy.deepcopy(model)
-    for name in names:
-        int8 = twin.get_submodule(name)
-        linear = nn.Linear(int8.in_features, int8.out_features, bias=int8.bias is not None)
-        with torch.no_grad():
-            linear.weight.copy_(int8.weight)
-            if int8.bias is not None:
-                linear.bias.copy_(int8.bias)
-        parent, _, child = name.rpartition(".")
-        setattr(twin.get_submodule(parent) if parent else twin, child, linear)
-    return twin
 
 
 def _check_args(
@@ -217,7 +248,14 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _export(model: nn.Module, call: ModelCall, names: list[str], file: Path, opset: int) -> None:
+def _export(
+    model: nn.Module,
+    call: ModelCall,
+    names: list[str],
+    file: Path,
+    opset: int,
+    translations: dict[Any, Any] | None = None,
+) -> None:
     args, kwargs = call.args_kwargs(call.inputs)
     try:
         with _quiet():
@@ -230,6 +268,7 @@ def _export(model: nn.Module, call: ModelCall, names: list[str], file: Path, ops
                 opset_version=opset,
                 dynamo=True,
                 dynamic_shapes=call.dynamic_shapes(),
+                custom_translation_table=translations,
                 verbose=False,
             )
             assert program is not None  # dynamo=True without a file returns the program

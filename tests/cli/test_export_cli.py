@@ -1,4 +1,4 @@
-"""``prunekit export DIR --onnx FILE`` on a saved, channel-pruned model."""
+"""``prunekit export DIR --onnx FILE`` on saved models: channel-pruned, static int8, weight-only."""
 
 from __future__ import annotations
 
@@ -69,3 +69,42 @@ def test_bad_input_exits_2_with_one_line(saved, tmp_path, capsys, extra, message
 def test_missing_directory_exits_2(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "is not recognised" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    """DigitsCNN saved twice by pk.save: static int8 (calibrated on random images) and 4-bit
+    weight-only with groups of 32."""
+    torch.manual_seed(0)
+    calib = [torch.randn(8, 1, 8, 8) for _ in range(4)]
+    static = DigitsCNN().eval()
+    pk.quantize_(static, pk.Int8StaticConfig(), data=calib)
+    weight_only = DigitsCNN().eval()
+    pk.quantize_(weight_only, pk.RTNConfig(bits=4, group_size=32))
+    root = tmp_path_factory.mktemp("quantized")
+    return {
+        "int8-static": pk.save(static, root / "static"),
+        "weight-only": pk.save(weight_only, root / "weight-only"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["int8-static", "weight-only"])
+def test_export_a_saved_quantized_model(quantized, kind, tmp_path, capsys):
+    out = tmp_path / "q.onnx"
+    assert main(["export", str(quantized[kind]), "--onnx", str(out), "--json"]) == 0, (
+        capsys.readouterr().err
+    )
+    report = json.loads(capsys.readouterr().out)["export"]
+    assert report["bytes"] == out.stat().st_size and report["forms"]
+    model = pk.load(quantized[kind])
+    x = torch.randn(7, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        want = model(x).numpy()
+    if kind == "weight-only":
+        assert "MatMulNBits" in " ".join(report["forms"])
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
+    else:  # int8 in both; see test_static_int8_exports_a_qdq_graph_onnxruntime_runs_in_int8
+        assert report["quantize"] == "int8-static" and report["quantized_sqnr_db"] >= 30
+        assert np.abs(got - want).max() <= 4 * (want.max() - want.min()) / 255
