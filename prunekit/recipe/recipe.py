@@ -1,0 +1,119 @@
+"""A recipe: an ordered list of validated steps, read from YAML and written back resolved.
+
+    steps:
+      - prune: {method: magnitude, sparsity: 0.9, scope: global}
+      - finetune: {epochs: 2, lr: 0.001, distill: true}
+      - share: {method: kmeans, bits: 5}
+      - quantize: {method: int8-dynamic}
+      - measure: {}
+
+Every step is validated when the recipe is built (see :mod:`prunekit.recipe.steps`), so a
+recipe object always describes a run that can start. ``to_yaml`` writes it resolved: every
+default filled in, which is what a run records and what its fingerprint covers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prunekit.recipe.steps import RecipeError, Step, parse_step
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+class Recipe:
+    """Validated steps, in order. Build one with :meth:`from_yaml`, :meth:`from_dict` or from
+    a list of ``{verb: fields}`` mappings; any error raises :class:`RecipeError`."""
+
+    def __init__(self, steps: list[Mapping[str, Any]]) -> None:
+        if not isinstance(steps, list) or not steps:
+            raise RecipeError(
+                f"steps: expected a non-empty list of steps such as `- prune: {{method: "
+                f"magnitude}}`; got {steps!r}",
+                field="steps",
+            )
+        self.steps: tuple[Step, ...] = tuple(parse_step(i, s) for i, s in enumerate(steps, 1))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Recipe:
+        """From ``{"steps": [...]}``; any other top-level key is an error."""
+        if not isinstance(data, dict):
+            raise RecipeError(
+                f"a recipe is a mapping with one key, steps; got {type(data).__name__}"
+            )
+        extra = [k for k in data if k != "steps"]
+        if extra:
+            raise RecipeError(
+                f"unknown top-level key {extra[0]!r}; a recipe has one key, steps", field=extra[0]
+            )
+        return cls(data.get("steps"))
+
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> Recipe:
+        """From a YAML file (a ``Path``, or a string naming a ``.yaml``/``.yml`` file) or from
+        YAML text; read with ``yaml.safe_load``."""
+        if isinstance(source, Path) or (
+            "\n" not in source and source.strip().endswith(YAML_SUFFIXES)
+        ):
+            path = Path(source)
+            if not path.is_file():
+                raise RecipeError(f"recipe: no such file {str(path)!r}")
+            source = path.read_text(encoding="utf-8")
+        try:
+            data = yaml.safe_load(source)
+        except yaml.YAMLError as err:
+            raise RecipeError(f"recipe: not valid YAML: {' '.join(str(err).split())}") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"steps": [{verb: fields}, ...]}`` with every default filled in."""
+        return {"steps": [s.to_dict() for s in self.steps]}
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML, one step per line; ``from_yaml`` reads it back equal."""
+        lines = ["steps:"]
+        for step in self.steps:
+            flow = yaml.safe_dump(
+                step.to_dict(), default_flow_style=True, sort_keys=False, width=10**6
+            )
+            lines.append(f"  - {flow.strip()}")
+        return "\n".join(lines) + "\n"
+
+    def digest(self) -> str:
+        """SHA-256 of the resolved recipe: equal for recipes that run the same steps."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Recipe:
+        """A copy with fields changed: ``{"2.epochs": 1}`` sets step 2's ``epochs``; the result
+        is validated like any recipe (e.g. for quick runs of a shipped recipe)."""
+        steps = [s.to_dict() for s in self.steps]
+        for key, value in overrides.items():
+            number, sep, name = str(key).partition(".")
+            if not sep or not number.isdigit() or not name:
+                raise RecipeError(f"override {key!r}: expected STEP.FIELD such as 2.epochs")
+            if not 1 <= int(number) <= len(steps):
+                raise RecipeError(
+                    f"override {key!r}: the recipe has steps 1..{len(steps)}; got step {number}"
+                )
+            ((_, fields),) = steps[int(number) - 1].items()
+            fields[name] = value
+        return Recipe(steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Recipe) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"Recipe({', '.join(s.label for s in self.steps)})"
