@@ -1,0 +1,103 @@
+"""``prunekit auto``: the smallest (or fastest) compression within an accuracy budget.
+
+Prints the trials and the before/after table (on the test split). Writes ``DIR/model/``
+(the chosen model), ``DIR/recipe.yaml`` (its configuration, for
+``prunekit run``), ``DIR/frontier.csv`` (every trial, frontier marked), ``DIR/pareto.png``,
+``DIR/report.json`` and ``DIR/report.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import typer
+import yaml
+from torch.utils.data import DataLoader
+
+from prunekit.auto import AutoConfig, auto_compress, validation_split
+from prunekit.auto.plot import plot_frontier
+from prunekit.cli.common import console, is_text, print_json, resolve_data, show, write_reports
+from prunekit.errors import PrunekitError
+from prunekit.io import save
+from prunekit.measure import compare
+
+EVAL_BATCH = 512
+
+
+def auto(
+    model: str = typer.Option(
+        ..., help="Model SPEC: builtin:NAME, hf:PATH, py:FILE.py:FUNCTION, or a saved directory."
+    ),
+    out: Path = typer.Option(..., help="Output directory."),
+    data: str | None = typer.Option(None, help="Data SPEC (default: the builtin model's dataset)."),
+    max_drop: float = typer.Option(1.0, help="Accuracy budget: points below the dense model."),
+    objective: str = typer.Option("size", help="'size' (bytes on disk) or 'latency'."),
+    trials: int = typer.Option(20, help="Configurations tried."),
+    trial_epochs: int = typer.Option(1, help="Fine-tuning epochs of each trial."),
+    final_epochs: int = typer.Option(4, help="Fine-tuning epochs of the chosen configuration."),
+    parallel: int = typer.Option(1, help="Trials run side by side (on Ray when a cluster is up)."),
+    backend: str = typer.Option(
+        "auto", help="'auto' (Ray if a cluster is reachable), 'ray', 'local'."
+    ),
+    val_size: float = typer.Option(
+        0.1,
+        help="Fraction of the training split held out to score trials (if the model was "
+        "trained on all of it, drops on these memorized samples overstate the test drop).",
+    ),
+    batch_size: int = typer.Option(128, help="Fine-tuning batch size."),
+    weights: str | None = typer.Option(None, help="A .safetensors file for py: models."),
+    seed: int = typer.Option(0, help="Seed for the search, the split and training."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
+) -> None:
+    """Search per-layer sparsity and quantization for the smallest (or fastest) model that loses
+    at most --max-drop accuracy points; write it, its recipe and the frontier explored."""
+    from prunekit.models import load_model
+
+    config = AutoConfig(
+        max_drop=max_drop, objective=objective, trials=trials, trial_epochs=trial_epochs,
+        final_epochs=final_epochs, parallel=parallel, seed=seed,
+    )  # fmt: skip
+    net, source = load_model(model, weights=weights)
+    splits = resolve_data(data, source, needed=True, model=net)
+    if is_text(splits):
+        raise PrunekitError(
+            f"--data {splits.name}: auto searches on classification accuracy; text data is not "
+            "supported yet"
+        )
+    train_set, val_set = validation_split(splits.train, val_size, seed)
+    train = DataLoader(train_set, batch_size=batch_size, shuffle=True,
+                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    val = DataLoader(val_set, batch_size=EVAL_BATCH)
+    test = splits.loader("test", batch_size=EVAL_BATCH)
+    with console.status(f"searching ({trials} trials)…", spinner="dots"):
+        report = auto_compress(
+            net, train, val, config, test_data=test, backend=backend, progress=False
+        )
+    with console.status("measuring before/after (accuracy, bytes, MACs, latency)…"):
+        comparison = compare(net, report.model, test)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = report.final.choice.to_dict() if report.final else None
+    save(report.model, out / "model", source={**source, "auto": chosen})
+    recipe = report.recipe()
+    if recipe is not None:
+        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    report.write_csv(out / "frontier.csv")
+    plot_frontier(report, out / "pareto.png")
+    payload = {
+        "model": model,
+        "data": splits.name,
+        **report.to_dict(),
+        "comparison": comparison.to_dict(),
+    }
+    write_reports(out, payload, report.to_markdown() + "\n\n" + comparison.to_markdown())
+    if json_out:
+        print_json(payload)
+    else:
+        show(str(report))
+        show(str(comparison))
+        console.print(f"wrote {out / 'model'}, recipe.yaml, frontier.csv, pareto.png, report.*")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("auto")(auto)
