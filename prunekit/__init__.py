@@ -7,7 +7,17 @@ print(pk.compare(dense, model, data=val_batches))
 """
 
 from prunekit import data, models
+from prunekit.analyze import (
+    ParetoPoint,
+    SensitivityProfile,
+    analyze_sensitivity,
+    map_trials,
+    plot_pareto,
+    plot_sensitivity,
+)
+from prunekit.auto import AutoConfig, AutoReport, auto_compress
 from prunekit.config import BaseConfig, PruneConfig
+from prunekit.distill import DepthReport, DistillConfig, DistillReport, distill_, shrink_depth_
 from prunekit.errors import DataNotFoundError, PrunekitError
 from prunekit.export import ExportReport, export_onnx
 from prunekit.io import load, save
@@ -38,6 +48,7 @@ from prunekit.quantize import (
     prepare_qat_,
     quantize_,
 )
+from prunekit.recipe import Recipe, RecipeError, RecipeReport, run_recipe
 from prunekit.registry import MethodInfo, methods
 from prunekit.share import KMeansConfig, ShareReport, share_weights_
 from prunekit.train import FinetuneReport, finetune_, teacher_copy
@@ -46,10 +57,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGP",
+    "AutoConfig",
+    "AutoReport",
     "BNScaleConfig",
     "BaseConfig",
     "Comparison",
     "DataNotFoundError",
+    "DepthReport",
+    "DistillConfig",
+    "DistillReport",
     "ExportReport",
     "FinetuneReport",
     "GPTQConfig",
@@ -64,6 +80,7 @@ __all__ = [
     "OneShot",
     "OnnxLatency",
     "OnnxModule",
+    "ParetoPoint",
     "PruneConfig",
     "PruneReport",
     "PrunekitError",
@@ -71,25 +88,37 @@ __all__ = [
     "QuantizeReport",
     "RTNConfig",
     "RandomConfig",
+    "Recipe",
+    "RecipeError",
+    "RecipeReport",
+    "SensitivityProfile",
     "ShareReport",
     "SparseGPTConfig",
     "TaylorConfig",
     "WandaConfig",
     "__version__",
+    "analyze_sensitivity",
+    "auto_compress",
     "compare",
     "convert_",
     "data",
+    "distill_",
     "export_onnx",
     "finetune_",
     "load",
+    "map_trials",
     "measure",
     "methods",
     "models",
     "onnx_latency",
+    "plot_pareto",
+    "plot_sensitivity",
     "prepare_qat_",
     "prune_",
     "quantize_",
+    "run_recipe",
     "save",
     "share_weights_",
+    "shrink_depth_",
     "teacher_copy",
 ]

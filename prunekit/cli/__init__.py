@@ -11,7 +11,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from prunekit.cli import demo, export, measure, methods, prune
+from prunekit.cli import analyze, auto, demo, export, measure, methods, prune, run
 from prunekit.errors import PrunekitError
 
 app = typer.Typer(
@@ -21,7 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (demo, prune, measure, export, methods):
+for module in (demo, prune, measure, export, methods, analyze, run, auto):
     module.register(app)
 
 
