@@ -26,9 +26,12 @@ def conv1d_type() -> type[nn.Module] | None:
 
 
 def is_transposed(module: nn.Module) -> bool:
-    """True for modules whose weight is stored ``[in, out]`` (transformers' Conv1D)."""
+    """True for modules whose weight is stored ``[in, out]``: transformers' Conv1D, and the
+    prunekit layers standing in for one (they set ``weight_transposed``)."""
     cls = conv1d_type()
-    return cls is not None and isinstance(module, cls)
+    if cls is not None and isinstance(module, cls):
+        return True
+    return getattr(module, "weight_transposed", False) is True
 
 
 def canonical(module: nn.Module, t: torch.Tensor) -> torch.Tensor:

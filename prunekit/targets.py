@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
@@ -46,6 +47,15 @@ def _check_selectors(selectors: Sequence[str], what: str) -> None:
                 ) from None
 
 
+def _has_weight(module: nn.Module) -> bool:
+    """A ``weight`` parameter, or a weight computed from parameters by a layer that says so
+    (``derived_weight``: the k-means shared layers gather theirs from a codebook)."""
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, nn.Parameter):
+        return True
+    return getattr(module, "derived_weight", False) is True and isinstance(weight, torch.Tensor)
+
+
 def select_layers(
     model: nn.Module,
     targets: Sequence[str] | None = None,
@@ -54,8 +64,8 @@ def select_layers(
 ) -> dict[str, nn.Module]:
     """Return ``{module name: module}`` for the layers selected, in model order.
 
-    Only modules of ``kinds`` (default: :func:`prunable_types`) with a ``weight`` parameter are
-    candidates. Raises PrunekitError when
+    Only modules of ``kinds`` (default: :func:`prunable_types`) with a ``weight`` parameter (or
+    a ``derived_weight``) are candidates. Raises PrunekitError when
     a target selector matches nothing (a typo would otherwise silently prune nothing) or when no
     layer is left.
     """
@@ -63,9 +73,7 @@ def select_layers(
     _check_selectors(targets or [], "targets")
     _check_selectors(ignore, "ignore")
     candidates = {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m, kinds) and isinstance(getattr(m, "weight", None), nn.Parameter)
+        name: m for name, m in model.named_modules() if isinstance(m, kinds) and _has_weight(m)
     }
     if targets is None:
         chosen = dict(candidates)

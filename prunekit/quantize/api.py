@@ -21,7 +21,7 @@ from prunekit.quantize.layers import (
     weight_only_args,
 )
 from prunekit.quantize.report import QuantizeReport, layer_row
-from prunekit.quantize.select import choose_linears, swap_all_
+from prunekit.quantize.select import choose_linears, linear_kinds, swap_all_
 from prunekit.registry import method_for_config
 
 
@@ -68,7 +68,12 @@ def _check_cpu(layers: dict[str, nn.Module], method: str) -> None:
 def int8_dynamic_(
     model: nn.Module, config: Int8DynamicConfig, data: Iterable[Any] | None = None
 ) -> QuantizeReport:
-    layers, skipped = choose_linears(model, config, min_features=config.min_features)
+    # Weight-shared layers quantize too: int8 kernels are what make them fast (the codebook
+    # only makes them small), and a recipe may share weights and then quantize.
+    from prunekit.share.layers import SharedLinear
+
+    kinds = (*linear_kinds(), SharedLinear)
+    layers, skipped = choose_linears(model, config, min_features=config.min_features, kinds=kinds)
     _check_cpu(layers, config.method)
     new = {name: Int8Linear.from_layer(layer) for name, layer in layers.items()}
     rows = [layer_row(n, layers[n], new[n], 8, None) for n in new]

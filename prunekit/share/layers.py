@@ -36,6 +36,7 @@ class SharedLayer(nn.Module):
 
     codebook: nn.Parameter
     indices: torch.Tensor
+    derived_weight = True  # selectable by layer kind although ``weight`` is no Parameter
 
     def __init__(
         self, codebook: torch.Tensor, indices: torch.Tensor, bias: nn.Parameter | None, bits: int
@@ -69,6 +70,11 @@ class SharedLinear(SharedLayer):
     ) -> None:
         super().__init__(codebook, indices, bias, bits)
         self.in_features, self.out_features, self.transposed = in_features, out_features, transposed
+
+    @property
+    def weight_transposed(self) -> bool:
+        """``weight`` is stored ``[in, out]`` (as the Conv1D it replaced); see layout."""
+        return self.transposed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.transposed:

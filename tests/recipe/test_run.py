@@ -172,3 +172,30 @@ def test_every_kind_of_step_reloads_for_a_resume(first, digits_cnn, loaders, tmp
     assert type(resumed.model.fc1) is type(whole.model.fc1)
     assert resumed.rows[1]["params"] == whole.rows[1]["params"] < 1.01 * whole.rows[0]["params"]
     assert torch.equal(_outputs(resumed.model, loaders), _outputs(whole.model, loaders))
+
+
+API_EXAMPLE = """
+steps:
+  - prune: {method: magnitude, sparsity: 0.9, scope: global}
+  - finetune: {epochs: 1, lr: 0.001, distill: true}
+  - share: {method: kmeans, bits: 5}
+  - finetune: {epochs: 1}
+  - quantize: {method: int8-dynamic, min_features: 0}
+  - measure: {batch_sizes: [1], min_run_time: 0.05}
+"""
+
+
+@pytest.mark.slow
+def test_the_public_example_recipe_shares_then_quantizes(digits_cnn, loaders, tmp_path):
+    # API.md's recipe: weight-shared layers go on to int8; the result reloads exactly.
+    report = run_recipe(
+        Recipe.from_yaml(API_EXAMPLE), digits_cnn, *loaders(), out=tmp_path / "run",
+        evaluation=QUICK,
+    )  # fmt: skip
+    kinds = {type(m).__name__ for m in report.model.modules()}
+    assert "Int8Linear" in kinds and "SharedLinear" not in kinds
+    rows = report.rows
+    assert rows[-1]["accuracy"] > 0.8
+    assert rows[-1]["nonzeros"] <= rows[1]["nonzeros"]  # zeros survive sharing and int8
+    reloaded = pk.load(tmp_path / "run" / "model")
+    assert torch.equal(_outputs(reloaded, loaders), _outputs(report.model, loaders))
