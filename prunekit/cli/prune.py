@@ -32,7 +32,7 @@ from prunekit.prune import prune_
 from prunekit.prune.schedule import SCHEDULES, make_schedule
 from prunekit.prune.structured import StructuredReport, prune_structured_
 from prunekit.registry import get_method
-from prunekit.train import finetune_
+from prunekit.train import finetune_, teacher_copy
 
 
 def prune(
@@ -70,6 +70,12 @@ def prune(
     finetune_epochs: int = typer.Option(0, help="Epochs of fine-tuning after (or while) pruning."),
     schedule: str = typer.Option("oneshot", help=f"With fine-tuning: {', '.join(SCHEDULES)}."),
     lr: float = typer.Option(1e-3, help="Fine-tuning learning rate."),
+    distill: bool = typer.Option(
+        False,
+        "--distill",
+        help="The original model teaches while fine-tuning: soft targets at temperature 4, "
+        "half the loss (knowledge distillation).",
+    ),
     batch_size: int = typer.Option(128, help="Batch size for calibration and fine-tuning."),
     target: list[str] | None = typer.Option(None, "--target", help="Layers to prune (repeatable)."),
     ignore: list[str] | None = typer.Option(
@@ -108,6 +114,8 @@ def prune(
     config = info.config(**fields)
     plan = make_schedule(schedule)
     _check_structured_options(config, dry_run, out, finetune_epochs, schedule)
+    if distill and finetune_epochs == 0:
+        raise PrunekitError("--distill teaches while fine-tuning; add --finetune-epochs N (≥ 1)")
     net, source = load_model(model, weights=weights)
     splits = resolve_data(data, source, needed=True, model=net, seq_len=seq_len)
     text = is_text(splits)
@@ -146,8 +154,11 @@ def prune(
             seed=seed,
             prune=config if gradual else None,
             schedule=plan if gradual else None,
+            teacher=teacher_copy(dense) if distill else None,
         )
         report["finetune"] = ft.to_dict()
+        if distill:
+            report["finetune"]["teacher"] = "the original model (temperature 4, alpha 0.5)"
     report["seconds"] = time.perf_counter() - start
     with console.status("measuring before/after (accuracy, bytes, MACs, latency)…"):
         metrics = text_metrics(splits, dense, retrieval_queries=_queries(source)) if text else None

@@ -118,6 +118,7 @@ def test_prune_a_user_factory_with_taylor_and_nm(tmp_path, capsys, factory):
             "leave sparsity unset",
         ),
         (["--method", "magnitude", "--target", "conv9"], "'conv9' matches no prunable layer"),
+        (["--method", "magnitude", "--distill"], "add --finetune-epochs"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, factory, args, message):
@@ -175,6 +176,19 @@ def test_prune_gradually_with_agp_from_the_cli(tmp_path, capsys, factory):
     steps = [p["sparsity"] for p in report["finetune"]["pruning"]]
     assert len(steps) > 2 and steps == sorted(steps) and steps[-1] == pytest.approx(0.75)
     assert report["finetune"]["history"][-1]["sparsity"] == pytest.approx(0.75, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_prune_then_recover_with_the_original_model_teaching(cache, tmp_path, capsys):
+    out = tmp_path / "kd"
+    argv = ["prune", "--model", "builtin:digits-cnn", "--method", "magnitude", "--sparsity",
+            "0.95", "--scope", "global", "--finetune-epochs", "1", "--distill", "--out", str(out),
+            "--json"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert "original model" in report["finetune"]["teacher"]
+    history = report["finetune"]["history"]
+    assert history[-1]["eval_accuracy"] > report["accuracy_after_prune"]
 
 
 def _hf_folder(tmp_path):
