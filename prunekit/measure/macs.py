@@ -32,6 +32,34 @@ def _sdpa_flops(q_shape: Any, k_shape: Any, v_shape: Any, *args: Any, **kwargs: 
     return sdpa_flop_count(q_shape, k_shape, v_shape)
 
 
+def _quantized_linear_flops(x_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    # out [..., N] from x [..., K]: one multiply-accumulate per output and input feature.
+    return 2 * _numel(out_shape) * int(x_shape[-1])
+
+
+def _quantized_conv_flops(x_shape: Any, packed: Any, *args: Any, out_shape: Any = None,
+                          **kwargs: Any) -> int:  # fmt: skip
+    weight = packed.unpack()[0]  # [out, in / groups, *kernel]
+    return 2 * _numel(out_shape) * _numel(weight.shape[1:])
+
+
+def _numel(shape: Any) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _quantized_ops() -> dict[Any, Any]:
+    """The int8 kernels prunekit's quantized layers run (fbgemm via torch.ops.quantized), which
+    FlopCounterMode does not know: same MACs as the float layers they replace."""
+    q = torch.ops.quantized  # FlopCounterMode looks ops up by packet (all overloads)
+    linears = [q.linear_dynamic, q.linear, q.linear_relu]
+    convs = [q.conv1d, q.conv1d_relu, q.conv2d, q.conv2d_relu, q.conv3d, q.conv3d_relu]
+    return {**dict.fromkeys(linears, _quantized_linear_flops),
+            **dict.fromkeys(convs, _quantized_conv_flops)}  # fmt: skip
+
+
 def count_macs(model: nn.Module, inputs: ExampleInputs) -> MacCount:
     """Count the MACs of ``model(inputs)`` in eval mode, without gradients.
 
@@ -42,7 +70,8 @@ def count_macs(model: nn.Module, inputs: ExampleInputs) -> MacCount:
     # PyTorch counts the CUDA attention kernels but not the CPU one, which every model using
     # scaled_dot_product_attention runs here: same formula, registered for it.
     cpu_sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    counter = FlopCounterMode(display=False, custom_mapping={cpu_sdpa: _sdpa_flops})
+    mapping = {cpu_sdpa: _sdpa_flops, **_quantized_ops()}
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with evaluating(model), torch.no_grad(), counter:
         call(model, inputs)
     flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}

@@ -278,3 +278,25 @@ def test_comparison_renders_every_row() -> None:
     assert f"{torch.get_num_threads()} threads" in text
     assert "interleaved" in text
     assert "1.000×" in text  # identical models: params ratio
+
+
+@pytest.mark.parametrize("method", ["int8-dynamic", "int8-static"])
+def test_int8_layers_count_the_macs_of_the_layers_they_replace(method) -> None:
+    # fbgemm's int8 kernels are unknown to FlopCounterMode; a quantized model is not cheaper
+    # in MACs than the float one (only each MAC is), and its zeros still count as skipped.
+    import prunekit as pk
+    from tests.zoo import build
+
+    model, batches = build("cnn-bn" if method == "int8-static" else "mlp")
+    x = batches[0][0]
+    pk.prune_(model, pk.MagnitudeConfig(sparsity=0.5))
+    before = count_macs(model, x)
+    config = (
+        pk.Int8StaticConfig(num_samples=16)
+        if method == "int8-static"
+        else pk.Int8DynamicConfig(min_features=0)
+    )
+    pk.quantize_(model, config, data=batches)
+    after = count_macs(model, x)
+    assert (after.dense, after.effective) == (before.dense, before.effective)
+    assert after.effective < after.dense
