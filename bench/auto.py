@@ -136,11 +136,15 @@ def render(payload: dict[str, Any]) -> str:
             quant = f"k-means {c['bits']} bits" if c["quant"] == "kmeans" else c["quant"]
             chosen.append(f"- {r['model']} ≤ {r['max_drop']:g}: {sparsity}; {quant}.")
     hand_args = next(iter(hand.values()))["args"] if hand else None
+    rates = ", ".join(
+        f"{m} {h.get('sparsity') or hand_args['sparsity']:.0%}" for m, h in hand.items()
+    )
     hand_text = (
-        f"Hand recipe (bench/deep_compression.py): global magnitude {hand_args['sparsity']:.0%} "
+        f"Hand recipe (bench/deep_compression.py): global magnitude ({rates}) "
         f"with AGP over {hand_args['prune_epochs']} epochs, k-means {hand_args['fc_bits']} bits "
-        f"(fc) / {hand_args['conv_bits']} (conv), {hand_args['share_epochs']} more epochs, KD "
-        "throughout; one configuration, chosen by hand, checked on test."
+        f"(fc) / {hand_args['conv_bits']} (conv), {hand_args['share_epochs']} more epochs"
+        f"{', KD throughout' if hand_args.get('distill') else ', no teacher'}; one "
+        "configuration, chosen by hand, checked on test."
         if hand_args
         else "Hand recipe: bench/results/deep_compression.json not found."
     )

@@ -1,11 +1,23 @@
 """Every benchmark, one command: ``make bench`` (or ``python -m bench.run``).
 
-Writes bench/results/*.md and *.json; the README quotes them.
+Writes bench/results/*.md and *.json; the README quotes them. The auto-compression benchmark
+compares against the Deep Compression results, so it runs after them.
 """
 
 from __future__ import annotations
 
-from bench import deep_compression, minilm_structured, oneshot, quantize, structured, unstructured
+from bench import (
+    auto,
+    deep_compression,
+    distill,
+    minilm_structured,
+    oneshot,
+    onnx,
+    quantize,
+    recipes,
+    structured,
+    unstructured,
+)
 
 if __name__ == "__main__":
     unstructured.main([])
@@ -14,3 +26,7 @@ if __name__ == "__main__":
     oneshot.main([])
     deep_compression.main([])
     quantize.main([])
+    onnx.main([])
+    distill.main([])
+    recipes.main([])
+    auto.main([])
