@@ -16,13 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from bench.common import RESULTS, machine, write
-from prunekit.auto import AutoConfig, accuracy_profile, auto_compress, validation_split
+from prunekit.auto import (
+    AutoConfig,
+    accuracy_profile,
+    auto_compress,
+    plot_frontier,
+    validation_split,
+)
 from prunekit.data import load_data
 from prunekit.measure import count_params
 from prunekit.measure.render import markdown_table
@@ -68,7 +75,10 @@ def run(name: str, args: argparse.Namespace, data: Any, log: Any) -> list[dict[s
         report = auto_compress(dense, train, val, config, test_data=test, profile=profile,
                                backend=args.backend, progress=False)  # fmt: skip
         final = report.final
+        plot = RESULTS / f"auto-{name}-{budget:g}.png"
+        plot_frontier(report, plot)
         row = {
+            "plot": str(plot.relative_to(RESULTS.parent.parent)),
             "model": name,
             "max_drop": budget,
             "fp32_bytes": fp32,
@@ -187,6 +197,12 @@ def render(payload: dict[str, Any]) -> str:
         + hand_text
         + "\n\nChosen configurations:\n\n"
         + "\n".join(chosen)
+        + "".join(
+            f"\n\n![trials of {r['model']} within {r['max_drop']:g} point(s)]"
+            f"({Path(r['plot']).name})"
+            for r in payload["results"]
+            if r.get("plot")
+        )
     )
 
 
