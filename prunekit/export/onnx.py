@@ -301,8 +301,20 @@ def _quantize(
     prepared = float_file.with_name("prepared.onnx")
     big = report.bytes > EXTERNAL_DATA_BYTES
     with _quiet():
-        # Shape inference and graph fusions first, as onnxruntime's quantizer asks.
-        quant_pre_process(str(float_file), str(prepared), save_as_external_data=big)
+        # Shape inference and graph fusions first, as onnxruntime's quantizer asks. Its
+        # symbolic shape inference gives up on some graphs with a free sequence length
+        # (MiniLM: "Incomplete symbolic shape inference"); the quantizer needs the weights'
+        # shapes, which are constant, so ONNX's own shape inference is enough then.
+        try:
+            quant_pre_process(
+                str(float_file), str(prepared), auto_merge=True, save_as_external_data=big
+            )
+        except Exception as err:  # onnxruntime raises a bare Exception
+            log.info("symbolic shape inference failed (%s); ONNX shape inference only", err)
+            quant_pre_process(
+                str(float_file), str(prepared), skip_symbolic_shape=True,
+                save_as_external_data=big,
+            )  # fmt: skip
         quantize_dynamic(
             str(prepared),
             str(out),
