@@ -288,3 +288,22 @@ def test_registered():
     info = get_method("kmeans")
     assert info.kind == "share" and info.config is KMeansConfig
     assert info.impl is share_weights_
+
+
+def test_inference_gathers_the_weight_once_and_follows_codebook_changes():
+    layer = nn.Linear(16, 8)
+    model = nn.Sequential(layer)
+    share_weights_(model, KMeansConfig(bits=3))
+    shared = model[0]
+    x = torch.randn(4, 16)
+    with torch.no_grad():
+        first = shared.weight
+        assert shared.weight is first  # kept while nothing changed
+        y = model(x)
+        shared.codebook.mul_(2.0)  # an in-place edit (an optimizer step, load_state_dict)
+        assert torch.equal(shared.weight, 2.0 * first)
+        assert torch.allclose(model(x), 2.0 * (y - shared.bias) + shared.bias, atol=1e-5)
+    # With gradients on, the weight is gathered afresh and the codebook trains.
+    model(x).sum().backward()
+    assert shared.codebook.grad is not None and shared.codebook.grad.abs().sum() > 0
+    assert "_decoded" not in shared.state_dict()
