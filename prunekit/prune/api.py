@@ -60,7 +60,8 @@ def prune_(
                 f"weights; pass data=[(inputs, labels), ...]"
             )
         pruner.calibrate(data, loss_fn, getattr(config, "num_samples", None))
-    pruner.prune_to(config.target_sparsity)
+    # The schedule's end: the sparsity, or the whole per-layer table when sparsity is 0.
+    pruner.prune_to(config.schedule_final)
     return PruneReport.from_layers(
         pruner.method.name, config.to_dict(), pruner.layers, time.perf_counter() - start
     )

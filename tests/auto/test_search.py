@@ -37,6 +37,12 @@ def test_chosen_model_is_smaller_and_within_budget_on_test(searched, digits):
     assert chosen.feasible or chosen.number in report.frontier  # promoted from the frontier
     assert final.val_drop <= report.config.max_drop
     assert 1 <= len(final.attempts) <= report.config.final_candidates
+    # The chosen sparsities are the model's own, layer by layer (a pruning step that did
+    # nothing once went unnoticed here: every trial's size depended only on its bits).
+    layers = dict(report.model.named_modules())
+    for layer, s in final.choice.layer_sparsity.items():
+        weight = layers[layer].weight
+        assert float((weight == 0).float().mean()) == pytest.approx(s, abs=0.01), layer
 
 
 def test_every_trial_is_judged_on_validation_accuracy(searched):

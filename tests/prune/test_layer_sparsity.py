@@ -70,6 +70,20 @@ def test_gradual_schedules_end_at_each_layers_own_target(schedule):
     assert _zeros(model) == _expected(model, table)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [pk.MagnitudeConfig, pk.TaylorConfig, pk.WandaConfig],
+    ids=["magnitude", "taylor", "wanda"],
+)
+def test_a_table_alone_is_enough_in_one_shot(make):
+    # sparsity=0 plus a table (what prunekit analyze suggests and auto_compress tries): every
+    # layer of the table reaches its own sparsity, the others stay dense.
+    model, batches = zoo.build("cnn-bn")
+    table = {"features.0": 0.5, "head": 0.9}
+    pk.prune_(model, make(sparsity=0.0, layer_sparsity=table), data=batches)
+    assert _zeros(model) == _expected(model, {"features.0": 0.5, "features.3": 0.0, "head": 0.9})
+
+
 @pytest.mark.parametrize("schedule", ["agp", "iterative", "oneshot"])
 def test_a_table_alone_is_enough_for_gradual_schedules(schedule):
     # sparsity=0 with a per-layer table (what a suggested table from `prunekit analyze` says):
