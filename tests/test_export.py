@@ -452,13 +452,18 @@ def test_static_int8_refuses_onnxruntime_quantization_and_unknown_int8_ops(tmp_p
     assert not any(tmp_path.iterdir())
 
 
-def test_int8_dynamic_bert_exports_with_a_dynamic_sequence(tmp_path):
+def test_int8_dynamic_bert_exports_with_a_dynamic_sequence(tmp_path, monkeypatch):
     # onnxruntime's symbolic shape inference gives up on some encoders with a free sequence
-    # length (all-MiniLM-L6-v2 did); the int8 export must still be written and run.
+    # length (all-MiniLM-L6-v2 did), leaving its partial graph in the current directory; the
+    # int8 export must still be written and run, and the user's directory stay clean.
     model, inputs = hf_zoo.ZOO["bert"]()
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     report = export_onnx(
         model, tmp_path / "q.onnx", inputs, dynamic_sequence=True, quantize="int8-dynamic"
     )
+    assert list(cwd.iterdir()) == []
     assert report.quantize == "int8-dynamic" and report.quantized_sqnr_db > 10
     longer = {k: torch.cat([v, v], dim=1)[:, :13] for k, v in inputs.items()}
     got, _ = _ort(tmp_path / "q.onnx", longer)

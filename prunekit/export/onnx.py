@@ -305,16 +305,17 @@ def _quantize(
         # symbolic shape inference gives up on some graphs with a free sequence length
         # (MiniLM: "Incomplete symbolic shape inference"); the quantizer needs the weights'
         # shapes, which are constant, so ONNX's own shape inference is enough then.
-        try:
-            quant_pre_process(
-                str(float_file), str(prepared), auto_merge=True, save_as_external_data=big
-            )
-        except Exception as err:  # onnxruntime raises a bare Exception
-            log.info("symbolic shape inference failed (%s); ONNX shape inference only", err)
-            quant_pre_process(
-                str(float_file), str(prepared), skip_symbolic_shape=True,
-                save_as_external_data=big,
-            )  # fmt: skip
+        # When it gives up it saves its partial graph (and its weights) into the current
+        # directory, so it runs from the scratch directory the files live in.
+        source, target = str(float_file.resolve()), str(prepared.resolve())
+        with _working_dir(prepared.parent):
+            try:
+                quant_pre_process(source, target, auto_merge=True, save_as_external_data=big)
+            except Exception as err:  # onnxruntime raises a bare Exception
+                log.info("symbolic shape inference failed (%s); ONNX shape inference only", err)
+                quant_pre_process(
+                    source, target, skip_symbolic_shape=True, save_as_external_data=big
+                )
         quantize_dynamic(
             str(prepared),
             str(out),
@@ -333,6 +334,16 @@ def _quantize(
         quantized_max_abs_diff=diff,
         quantized_sqnr_db=sqnr,
     )
+
+
+@contextmanager
+def _working_dir(path: Path) -> Iterator[None]:
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def _deviation(
