@@ -1,4 +1,25 @@
 import os
 
+import pytest
+
 # OpenMP threads spin while waiting; on a shared 2-core machine that slowed torch 50-100x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+# A user's model file for py:FILE.py:FUNCTION specs: a digits-sized MLP.
+FACTORY = """
+import torch
+from torch import nn
+
+def make():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+"""
+
+
+@pytest.fixture
+def factory(tmp_path):
+    """The path of a user's model file; its ``make`` builds the MLP (``py:{path}:make``)."""
+    path = tmp_path / "net.py"
+    path.write_text(FACTORY)
+    return path

@@ -28,20 +28,20 @@ IMAGE = 32
 # --------------------------------------------------------------------------- text: decoders
 
 
-def gpt2(vocab_size: int = 64, n_head: int = 2) -> transformers.GPT2LMHeadModel:
+def gpt2(vocab_size: int = 64, n_head: int = 2, layers: int = 2) -> transformers.GPT2LMHeadModel:
     torch.manual_seed(0)
     config = transformers.GPT2Config(
-        vocab_size=vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=n_head,
+        vocab_size=vocab_size, n_positions=64, n_embd=32, n_layer=layers, n_head=n_head,
         bos_token_id=0, eos_token_id=0, use_cache=False,
     )  # fmt: skip
     return transformers.GPT2LMHeadModel(config).eval()
 
 
-def llama_gqa(vocab_size: int = 64) -> transformers.LlamaForCausalLM:
+def llama_gqa(vocab_size: int = 64, layers: int = 2) -> transformers.LlamaForCausalLM:
     """Grouped-query attention: 4 query heads sharing 2 key/value heads."""
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, use_cache=False,
     )  # fmt: skip
     return transformers.LlamaForCausalLM(config).eval()
@@ -134,10 +134,12 @@ def bloom() -> transformers.BloomForCausalLM:
 # --------------------------------------------------------------------------- text: encoders
 
 
-def bert(vocab_size: int = 64, num_attention_heads: int = 2) -> transformers.BertModel:
+def bert(
+    vocab_size: int = 64, num_attention_heads: int = 2, layers: int = 2
+) -> transformers.BertModel:
     torch.manual_seed(0)
     config = transformers.BertConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers,
         num_attention_heads=num_attention_heads, intermediate_size=64, max_position_embeddings=64,
     )  # fmt: skip
     return transformers.BertModel(config).eval()

@@ -10,25 +10,10 @@ from prunekit.analyze import SensitivityProfile
 from prunekit.cli import main
 from prunekit.recipe import Recipe
 
-FACTORY = """
-import torch
-from torch import nn
-
-def make():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-"""
-
-
-@pytest.fixture
-def factory(tmp_path):
-    path = tmp_path / "net.py"
-    path.write_text(FACTORY)
-    return f"py:{path}:make"
-
 
 def _analyze(factory, out, *args):
-    return main(["analyze", "--model", factory, "--data", "digits", "--out", str(out), *args])
+    spec = f"py:{factory}:make"
+    return main(["analyze", "--model", spec, "--data", "digits", "--out", str(out), *args])
 
 
 def test_analyze_writes_csv_plot_recipe_and_reports(factory, tmp_path, capsys):

@@ -8,31 +8,6 @@ import torch
 import prunekit as pk
 from prunekit.cli import main
 
-FACTORY = """
-import torch
-from torch import nn
-
-def make():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-"""
-
-
-@pytest.fixture
-def factory(tmp_path):
-    """A user's model file for py:FILE.py:FUNCTION specs."""
-    path = tmp_path / "net.py"
-    path.write_text(FACTORY)
-    return path
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PRUNEKIT_CACHE", str(path))
-        yield path
-
 
 def test_methods_lists_every_registered_method(capsys):
     assert main(["methods", "--json"]) == 0
@@ -191,26 +166,11 @@ def test_prune_then_recover_with_the_original_model_teaching(cache, tmp_path, ca
     assert history[-1]["eval_accuracy"] > report["accuracy_after_prune"]
 
 
-def _hf_folder(tmp_path):
-    """A tiny GPT-2 folder with a tokenizer, and a text file of its words."""
-    from tests import hf_zoo
-    from tests.models.test_hf import VOCAB, tiny_tokenizer
-
-    folder = tmp_path / "hf"
-    hf_zoo.gpt2(len(VOCAB)).save_pretrained(str(folder))
-    tiny_tokenizer(tmp_path).save_pretrained(str(folder))
-    text = tmp_path / "text.txt"
-    words = [w for w in VOCAB if w.isalpha()]
-    lines = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(60)]
-    text.write_text("\n".join(lines) + "\n")
-    return folder, text
-
-
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
-def test_prune_a_hugging_face_causal_lm_on_text(tmp_path, capsys, method):
+def test_prune_a_hugging_face_causal_lm_on_text(tmp_path, capsys, method, gpt2_folder):
     import transformers
 
-    folder, text = _hf_folder(tmp_path)
+    folder, text = gpt2_folder
     out = tmp_path / "run"
     code = main(
         [
@@ -264,8 +224,8 @@ def test_prune_a_hugging_face_causal_lm_on_text(tmp_path, capsys, method):
     )
 
 
-def test_text_shorter_than_one_window_is_a_clear_error(tmp_path, capsys):
-    folder, text = _hf_folder(tmp_path)
+def test_text_shorter_than_one_window_is_a_clear_error(tmp_path, capsys, gpt2_folder):
+    folder, text = gpt2_folder
     text.write_text("short\nlines\n")
     code = main(
         [
@@ -284,8 +244,8 @@ def test_text_shorter_than_one_window_is_a_clear_error(tmp_path, capsys):
     assert "window" in capsys.readouterr().err
 
 
-def test_any_config_field_is_reachable_with_set(tmp_path, capsys):
-    folder, text = _hf_folder(tmp_path)
+def test_any_config_field_is_reachable_with_set(tmp_path, capsys, gpt2_folder):
+    folder, text = gpt2_folder
     argv = [
         "prune",
         "--model",

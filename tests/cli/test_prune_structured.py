@@ -12,7 +12,6 @@ import prunekit as pk
 from prunekit.cli import main
 from prunekit.data import load_data
 from prunekit.models import DigitsCNN, load_model
-from tests.cli.test_cli import FACTORY, _hf_folder
 
 CHANNEL = ["--method", "magnitude", "--pattern", "channel", "--sparsity", "0.5"]
 
@@ -88,10 +87,9 @@ def test_bn_scale_to_a_macs_target(tmp_path, capsys, digits_cnn):
     assert sum(p.numel() for p in loaded.parameters()) == report["prune"]["params_after"]
 
 
-def test_a_user_factory_pruned_by_channel_loads_into_a_fresh_instance(tmp_path, capsys):
-    (tmp_path / "net.py").write_text(FACTORY)
+def test_a_user_factory_pruned_by_channel_loads_into_a_fresh_instance(tmp_path, capsys, factory):
     out = tmp_path / "run"
-    spec = f"py:{tmp_path / 'net.py'}:make"
+    spec = f"py:{factory}:make"
     argv = ["prune", "--model", spec, *CHANNEL, "--data", "digits", "--out", str(out)]
     assert main(argv) == 0, capsys.readouterr().err
     net, _ = load_model(spec)
@@ -103,8 +101,8 @@ def test_a_user_factory_pruned_by_channel_loads_into_a_fresh_instance(tmp_path, 
         assert torch.equal(loaded(x), net(x))
 
 
-def test_head_pruning_a_hugging_face_model_on_text(tmp_path, capsys):
-    folder, text = _hf_folder(tmp_path)
+def test_head_pruning_a_hugging_face_model_on_text(tmp_path, capsys, gpt2_folder):
+    folder, text = gpt2_folder
     out = tmp_path / "run"
     argv = ["prune", "--model", f"hf:{folder}", "--method", "magnitude", "--pattern", "head"]
     argv += ["--sparsity", "0.5", "--data", f"text:{text}", "--seq-len", "16"]

@@ -21,14 +21,6 @@ steps:
 """
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PRUNEKIT_CACHE", str(path))
-        yield path
-
-
 def _run(recipe: Path, out: Path, *extra: str, model: str = "builtin:digits-cnn") -> int:
     return main(["run", str(recipe), "--model", model, "--out", str(out), *extra])
 
@@ -121,19 +113,13 @@ def test_shipped_structured_kd_recipe(cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_shipped_minilm_recipe_on_a_tiny_encoder(tmp_path):
+def test_shipped_minilm_recipe_on_a_tiny_encoder(tmp_path, hf_text_folder):
     # The recipe as its header says it runs on any Hugging Face encoder: here a 2-layer BERT
     # (hidden 32), so int8 is allowed on narrow layers; builtin:minilm runs in the benchmark.
     from tests import hf_zoo
-    from tests.models.test_hf import VOCAB, tiny_tokenizer
+    from tests.models.test_hf import VOCAB
 
-    folder = tmp_path / "bert"
-    hf_zoo.bert(len(VOCAB)).save_pretrained(str(folder))
-    tiny_tokenizer(tmp_path).save_pretrained(str(folder))
-    text = tmp_path / "text.txt"
-    words = [w for w in VOCAB if w.isalpha()]
-    text.write_text("".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(10)) + "\n"
-                            for i in range(80)))  # fmt: skip
+    folder, text = hf_text_folder(hf_zoo.bert(len(VOCAB)), words_per_line=10, lines=80)
     quick = ["--data", f"text:{text}", "--seq-len", "16", "--set", "2.min_features=16"]
     report = _shipped("minilm-wanda-int8.yaml", tmp_path / "run", *quick, model=f"hf:{folder}")
     original, pruned, quantized = report["rows"][:3]

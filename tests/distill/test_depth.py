@@ -22,30 +22,15 @@ LAYERS = 6
 
 
 def _bert() -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    return transformers.BertModel(config).eval()
+    return hf_zoo.bert(num_attention_heads=4, layers=LAYERS)
 
 
 def _gpt2() -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=64, n_positions=64, n_embd=32, n_layer=LAYERS, n_head=4, bos_token_id=0,
-        eos_token_id=0,
-    )  # fmt: skip
-    return transformers.GPT2LMHeadModel(config).eval()
+    return hf_zoo.gpt2(n_head=4, layers=LAYERS)
 
 
 def _llama() -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=LAYERS,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config).eval()
+    return hf_zoo.llama_gqa(layers=LAYERS)
 
 
 def _qwen2() -> nn.Module:
