@@ -13,11 +13,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
 
 SWAPS_ATTR = "_prunekit_swaps"
+
+
+def state_versions(*tensors: torch.Tensor | None) -> tuple[Any, ...]:
+    """A key that changes when a swapped layer's state does, for layers that keep something
+    derived from it (a packed int8 weight, a gathered codebook weight): the exact tensor objects
+    (``.to()`` and ``load_state_dict`` with ``assign`` replace them) and their in-place versions.
+    Inference tensors carry no version counter; they cannot change in place outside inference
+    mode, so their identity is enough."""
+    try:
+        return tuple(None if t is None else (id(t), t._version) for t in tensors)
+    except RuntimeError:
+        return tuple(None if t is None else id(t) for t in tensors)
+
 
 Builder = Callable[[nn.Module, dict[str, Any]], nn.Module]
 _BUILDERS: dict[str, Builder] = {}

@@ -25,13 +25,15 @@ def prunable_types() -> tuple[type[nn.Module], ...]:
     return PRUNABLE_TYPES if conv1d is None else (*PRUNABLE_TYPES, conv1d)
 
 
-def _matches(selector: str, name: str, module: nn.Module) -> bool:
+def matches(selector: str, name: str, module: nn.Module) -> bool:
+    """Whether ``selector`` (an exact module name, a class name, or ``re:<regex>``) names it."""
     if selector.startswith("re:"):
         return re.search(selector[3:], name) is not None
     return selector == name or selector == type(module).__name__
 
 
-def _check_selectors(selectors: Sequence[str], what: str) -> None:
+def check_selectors(selectors: Sequence[str], what: str) -> None:
+    """PrunekitError for a selector list that is a bare string or holds a bad regex."""
     if isinstance(selectors, str):
         raise PrunekitError(
             f"{what} must be a list of selectors; got the string {selectors!r}: "
@@ -70,8 +72,8 @@ def select_layers(
     layer is left.
     """
     kinds = kinds or prunable_types()
-    _check_selectors(targets or [], "targets")
-    _check_selectors(ignore, "ignore")
+    check_selectors(targets or [], "targets")
+    check_selectors(ignore, "ignore")
     candidates = {
         name: m for name, m in model.named_modules() if isinstance(m, kinds) and _has_weight(m)
     }
@@ -80,7 +82,7 @@ def select_layers(
     else:
         chosen = {}
         for sel in targets:
-            hits = {n: m for n, m in candidates.items() if _matches(sel, n, m)}
+            hits = {n: m for n, m in candidates.items() if matches(sel, n, m)}
             if not hits:
                 raise PrunekitError(
                     f"targets: {sel!r} matches no prunable layer; prunable layers are: "
@@ -89,7 +91,7 @@ def select_layers(
             chosen.update(hits)
         chosen = {n: m for n, m in candidates.items() if n in chosen}
     for sel in ignore:
-        chosen = {n: m for n, m in chosen.items() if not _matches(sel, n, m)}
+        chosen = {n: m for n, m in chosen.items() if not matches(sel, n, m)}
     if not chosen:
         kinds_txt = ", ".join(k.__name__ for k in kinds)
         raise PrunekitError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,20 +35,13 @@ def _sdpa_flops(q_shape: Any, k_shape: Any, v_shape: Any, *args: Any, **kwargs: 
 
 def _quantized_linear_flops(x_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
     # out [..., N] from x [..., K]: one multiply-accumulate per output and input feature.
-    return 2 * _numel(out_shape) * int(x_shape[-1])
+    return 2 * math.prod(out_shape) * int(x_shape[-1])
 
 
 def _quantized_conv_flops(x_shape: Any, packed: Any, *args: Any, out_shape: Any = None,
                           **kwargs: Any) -> int:  # fmt: skip
     weight = packed.unpack()[0]  # [out, in / groups, *kernel]
-    return 2 * _numel(out_shape) * _numel(weight.shape[1:])
-
-
-def _numel(shape: Any) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
+    return 2 * math.prod(out_shape) * math.prod(weight.shape[1:])
 
 
 def _quantized_ops() -> dict[Any, Any]:

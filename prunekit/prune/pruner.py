@@ -20,7 +20,7 @@ from prunekit.prune.methods.base import GradientScorer, Scorer
 from prunekit.prune.plan import l2_normalized, plan_masks
 from prunekit.registry import method_for_config
 from prunekit.surgery import Masks, apply_masks_
-from prunekit.targets import _check_selectors, _matches, select_layers
+from prunekit.targets import check_selectors, matches, select_layers
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,16 @@ def layer_targets(
     """``{layer: sparsity}``: the first selector of ``layer_sparsity`` matching a layer (by exact
     name, class name or ``re:<regex>``) gives its sparsity, ``default`` otherwise. A selector
     matching none of ``layers`` is an error (a typo would silently change nothing)."""
-    _check_selectors(list(layer_sparsity), "layer_sparsity")
+    check_selectors(list(layer_sparsity), "layer_sparsity")
     for selector in layer_sparsity:
-        if not any(_matches(selector, n, m) for n, m in layers.items()):
+        if not any(matches(selector, n, m) for n, m in layers.items()):
             raise PrunekitError(
                 f"layer_sparsity: {selector!r} matches no layer being pruned; the layers are: "
                 f"{', '.join(layers)}"
             )
     out = {}
     for name, module in layers.items():
-        hit = next((s for sel, s in layer_sparsity.items() if _matches(sel, name, module)), None)
+        hit = next((s for sel, s in layer_sparsity.items() if matches(sel, name, module)), None)
         out[name] = default if hit is None else hit
     return out
 
@@ -98,8 +98,9 @@ class Pruner:
         """Masks reaching ``sparsity`` (or the N:M pattern). Weights already zero rank lowest,
         so a pruned weight never comes back.
 
-        With ``config.layer_sparsity``, ``sparsity`` is read as the progress of a schedule toward
-        ``config.sparsity``: each layer goes to its own target × ``sparsity / config.sparsity``.
+        With ``config.layer_sparsity``, ``sparsity`` is read on the schedule's scale, whose end
+        is ``config.schedule_final``: each layer goes to its own target × ``sparsity /
+        schedule_final``.
         """
         with torch.no_grad():
             raw = self.scorer.scores()

@@ -23,6 +23,7 @@ from prunekit.quantize.layers import (
 from prunekit.quantize.report import QuantizeReport, layer_row
 from prunekit.quantize.select import choose_linears, linear_kinds, swap_all_
 from prunekit.registry import method_for_config
+from prunekit.share.layers import SharedLinear
 
 
 def quantize_(
@@ -70,8 +71,6 @@ def int8_dynamic_(
 ) -> QuantizeReport:
     # Weight-shared layers quantize too: int8 kernels are what make them fast (the codebook
     # only makes them small), and a recipe may share weights and then quantize.
-    from prunekit.share.layers import SharedLinear
-
     kinds = (*linear_kinds(), SharedLinear)
     layers, skipped = choose_linears(model, config, min_features=config.min_features, kinds=kinds)
     _check_cpu(layers, config.method)

@@ -24,7 +24,7 @@ from prunekit.quantize.grid import (
     packed_width,
     unpack_codes,
 )
-from prunekit.swaps import register_swap
+from prunekit.swaps import register_swap, state_versions
 
 INT8_SWAP = "int8-dynamic"
 WEIGHT_ONLY_SWAP = "weight-only"
@@ -85,18 +85,9 @@ class Int8Linear(nn.Module):
         ``.weight.dtype`` or inspects the values)."""
         return self.qweight.float() * self.scale[:, None]
 
-    def _versions(self) -> tuple[Any, ...]:
-        # The exact tensor objects and their in-place versions: ``.to()`` replaces the objects,
-        # ``load_state_dict`` and in-place edits bump the versions.
-        tensors = (self._buffers["qweight"], self._buffers["scale"], self._parameters["bias"])
-        try:
-            return tuple((id(t), t._version) if t is not None else None for t in tensors)
-        except RuntimeError:  # inference tensors carry no version counter
-            return tuple(id(t) for t in tensors)
-
     def packed(self) -> Any:
         """fbgemm's packed weight (cached while the state tensors are unchanged)."""
-        versions = self._versions()
+        versions = state_versions(self.qweight, self.scale, self.bias)
         if self._packed is None or self._packed[0] != versions:
             with warnings.catch_warnings():
                 # torch deprecates quantized tensors in favour of torchao, whose int8 CPU path

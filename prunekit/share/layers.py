@@ -53,29 +53,20 @@ class SharedLayer(nn.Module):
         """The weight (the original layer's shape and layout), gathered from the codebook.
 
         While gradients are on it is gathered on every access, so the codebook trains. Without
-        them (inference) the gathered weight is kept until the codebook or the indices change:
+        them (inference) the gathered weight is kept until the codebook or the indices change
+        (``swaps.state_versions``, as the int8 layers keep their packed weight):
         gathering it on every forward made LeNet-300-100 12x slower at batch 1 than the dense
         model. The copy costs the dense weight's memory; the state_dict stays codebook +
         indices."""
         if torch.is_grad_enabled() and self.codebook.requires_grad:
             return decode(self.codebook, self.indices)
-        key = _versions(self.codebook, self.indices)
+        key = swaps.state_versions(self.codebook, self.indices)
         cached = self.__dict__.get("_decoded")
         if cached is None or cached[0] != key:
             with torch.no_grad():
                 cached = (key, decode(self.codebook, self.indices))
             self.__dict__["_decoded"] = cached
         return cached[1]
-
-
-def _versions(*tensors: torch.Tensor) -> tuple[object, ...]:
-    # The exact tensor objects and their in-place versions: .to() and load_state_dict replace
-    # or bump them; inference tensors carry no version counter (they cannot change in place
-    # outside inference mode anyway).
-    try:
-        return tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
-    except RuntimeError:
-        return tuple((id(t), t.device, t.dtype) for t in tensors)
 
 
 class SharedLinear(SharedLayer):

@@ -37,7 +37,7 @@ from prunekit.prune.structured.rules import HEAD
 from prunekit.prune.structured.shrink import Undo, shrink_
 from prunekit.prune.structured.trace import run_model, split_inputs
 from prunekit.registry import method_for_config
-from prunekit.targets import _check_selectors, _matches
+from prunekit.targets import check_selectors, matches
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ def prune_structured_(
                 "dict of keyword inputs), or data whose first batch can be used"
             )
         example_inputs, _ = split_batch(first_batch(data))
-    _check_selectors(config.ignore, "ignore")
+    check_selectors(config.ignore, "ignore")
     if config.targets is not None:
-        _check_selectors(config.targets, "targets")
+        check_selectors(config.targets, "targets")
     graph = analyze(model, example_inputs)
     candidates, left_alone = _candidates(model, graph, config)
     scores = _score(model, graph, candidates, config, method, data, loss_fn)
@@ -143,7 +143,7 @@ def _candidates(
     left: list[str] = []
 
     def hits(g: Group, selectors: list[str], names: list[str]) -> bool:
-        return any(_matches(s, n, modules[n]) for s in selectors for n in names if n in modules)
+        return any(matches(s, n, modules[n]) for s in selectors for n in names if n in modules)
 
     out = []
     for g in graph.groups:
@@ -218,7 +218,7 @@ def _plan(
 
     def ratio_of(g: Group, default: float) -> float:
         for selector, value in config.layer_sparsity.items():
-            if g.name in modules and _matches(selector, g.name, modules[g.name]):
+            if g.name in modules and matches(selector, g.name, modules[g.name]):
                 return value
         return default
 
