@@ -114,8 +114,8 @@ def _protocol(args: dict[str, Any]) -> str:
             f"Trials are scored on {n:,} of the 10,000 test images and the result is reported on "
             f"the other {10_000 - n:,}, which the search never saw; the builtin models were "
             "trained on every training image, so a validation split carved from those would be "
-            "memorized and overstate every drop (`--val-from train`: by 2–3 points at 90% "
-            "sparsity). The hand recipe's figures are on all 10,000."
+            "memorized (`--val-from train` measures that way). The hand recipe's figures are on "
+            "all 10,000."
         )
     return (
         f"Trials are scored on {n:,} images carved from the training split (which the builtin "
