@@ -1,6 +1,6 @@
 """The artifact: a directory holding ``manifest.json`` and one safetensors file, never a pickle.
 
-Layout of ``manifest.json`` (``format_version`` 2; version 1 artifacts still load)::
+Layout of ``manifest.json`` (``format_version`` 3; versions 1 and 2 still load)::
 
     format, format_version, prunekit_version,
     source:   how to rebuild the module ({"kind": "builtin", "name", "kwargs"},
@@ -21,8 +21,11 @@ Layout of ``manifest.json`` (``format_version`` 2; version 1 artifacts still loa
               from_pretrained: Hugging Face only, whether transformers' ``from_pretrained``
                   opens the folder directly},
     swaps (only for a model with swapped-in layers, e.g. codebooks or int8 weights):
-              [{module, kind, args}], replayed by ``load`` after the structure, before the
-              tensors are loaded (``prunekit.swaps``).
+              [{module, kind, args, [shapes]}], replayed by ``load`` together with the
+              structure, before the tensors are loaded (``prunekit.swaps``); ``shapes``: the
+              replaced layer's pruned tensor shapes, when structured pruning came first,
+    manifest_sha256: the checksum of everything above (canonical JSON), so an edited
+              manifest is refused rather than loading different weights.
 
 A Hugging Face model (``transformers.PreTrainedModel``) without swapped layers is written by its
 own ``save_pretrained`` with plain storage, so the directory is also a Hugging Face folder that
@@ -33,7 +36,6 @@ omits tied copies); ``compress=True`` encodes it too, and then only ``pk.load`` 
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -58,20 +60,21 @@ from prunekit.artifact.manifest import (
     sha256,
     verify_files,
     weights_file,
+    write_manifest,
 )
 from prunekit.artifact.source import check_source, rebuild
+from prunekit.atomic import staged_dir
 from prunekit.errors import PrunekitError
 from prunekit.io_structure import (
-    check_consistent,
     check_record_fits,
     hf_config_updates,
     outside,
+    rebuild_,
     record_of,
-    replay,
     restored_on_error,
 )
 from prunekit.prune.structured.shrink import structure_record
-from prunekit.swaps import replay_swaps_, swap_record
+from prunekit.swaps import swap_record
 
 __all__ = ["artifact_bytes", "artifact_size", "load", "read_manifest", "save"]
 
@@ -113,16 +116,9 @@ def save(
             f"tokenizer: expected a Hugging Face tokenizer (with save_pretrained); got "
             f"{type(tokenizer).__name__}"
         )
-    if path.exists() and not _replaceable(path):
-        raise PrunekitError(
-            f"path: {str(path)!r} exists and is not a prunekit artifact; "
-            f"choose a new or empty directory"
-        )
     hf, swaps = is_hf_model(model), swap_record(model)
     encoded = compress if compress is not None else not (hf and not swaps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    try:
+    with staged_dir(path, replaceable=lambda p: (p / MANIFEST).is_file()) as tmp:
         entries = _write_tensors(model, tmp, hf=hf, encoded=encoded)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
@@ -137,11 +133,7 @@ def save(
             for f in sorted(tmp.iterdir())
             if f.is_file()
         }
-        _write_json(tmp / MANIFEST, manifest)
-        _swap_into_place(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_manifest(tmp, manifest)
     return path
 
 
@@ -171,13 +163,8 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     _check_names(model, manifest["tensors"], path, skip=swapped)
     check_record_fits(model, record, path)
     with restored_on_error(model, record):
-        if record:
-            shapes = {n: e["shape"] for n, e in manifest["tensors"].items()}
-            replay(model, outside(shapes, swapped), record, path)
-        if swaps:
-            _replay_swaps(model, swaps, path)
-        if record:
-            check_consistent(model, path)
+        shapes = {n: e["shape"] for n, e in manifest["tensors"].items()}
+        rebuild_(model, shapes, record, swaps, path)
         _check_names(model, manifest["tensors"], path)
         _check_shapes(model, manifest["tensors"], path)
         state = _read_state(path, manifest)
@@ -203,29 +190,6 @@ def artifact_size(model: nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------- saving
-
-
-def _replaceable(path: Path) -> bool:
-    # Replacing only empty directories and earlier artifacts means a typo in `path` can never
-    # delete a user's unrelated files.
-    return path.is_dir() and (not any(path.iterdir()) or (path / MANIFEST).is_file())
-
-
-def _swap_into_place(tmp: Path, path: Path) -> None:
-    # A non-empty directory cannot be replaced by one rename, so the old artifact is moved
-    # aside first and restored if the second rename fails.
-    if not path.exists():
-        tmp.rename(path)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-    old.rmdir()
-    path.rename(old)
-    try:
-        tmp.rename(path)
-    except BaseException:
-        old.rename(path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_tensors(model: nn.Module, folder: Path, *, hf: bool, encoded: bool) -> dict[str, Any]:
@@ -347,19 +311,6 @@ def _structure(model: nn.Module, folder: Path, hf: bool, encoded: bool) -> dict[
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def _replay_swaps(model: nn.Module, swaps: list[dict[str, Any]], path: Path) -> None:
-    try:
-        replay_swaps_(model, swaps)
-    except PrunekitError as e:
-        raise PrunekitError(f"{path}: {e}") from None
-    except (AttributeError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
-        # A builder handed args it cannot use: the manifest is damaged or from another version.
-        raise PrunekitError(
-            f"{path}: cannot rebuild the swapped-in layers ({type(e).__name__}: {e}); the "
-            f"artifact is corrupted or was written by another prunekit version"
-        ) from None
 
 
 def _check_names(

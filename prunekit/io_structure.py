@@ -24,7 +24,13 @@ import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
-from prunekit.prune.structured.shrink import STRUCTURE_ATTR, replay_, shrinkers, structure_record
+from prunekit.prune.structured.shrink import (
+    STRUCTURE_ATTR,
+    implied_shapes,
+    replay_,
+    shrinkers,
+    structure_record,
+)
 from prunekit.swaps import SWAPS_ATTR, replay_swaps_, swap_record
 
 # Config keys holding the FFN width, by model family (GPT-2 ``n_inner``, OPT ``ffn_dim``, T5
@@ -54,6 +60,83 @@ def record_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def rebuild_(
+    model: nn.Module,
+    shapes: dict[str, Any],
+    record: list[dict[str, Any]],
+    swaps: list[dict[str, Any]],
+    path: Path,
+) -> None:
+    """Give a freshly built dense ``model`` the saved structure and swapped layers, in one pass.
+
+    ``shapes``: the saved tensors' shapes by state_dict name. The tensors of a swapped layer are
+    named after the swapped-in module (``indices``, ``codebook``…), so the shapes of the layer it
+    replaced come from the swap record (:func:`original_shapes`): every layer has its pruned
+    shapes before any builder sizes a swapped-in layer from it. The model's tensors are zero
+    placeholders afterwards, to be filled by ``load_state_dict``."""
+    swapped = [e["module"] for e in swaps]
+    if record:
+        dense = {**outside(shapes, swapped), **original_shapes(model, swaps, record, path)}
+        replay(model, dense, record, path)
+    if swaps:
+        try:
+            replay_swaps_(model, swaps)
+        except PrunekitError as e:
+            raise PrunekitError(f"{path}: {e}") from None
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+            # A builder handed args it cannot use: the manifest is damaged or from another
+            # version.
+            raise PrunekitError(
+                f"{path}: cannot rebuild the swapped-in layers ({type(e).__name__}: "
+                f"{str(e)[:200]}); the artifact is corrupted or was written by another prunekit "
+                f"version"
+            ) from None
+    if record:
+        check_consistent(model, path)
+
+
+def original_shapes(
+    model: nn.Module, swaps: list[dict[str, Any]], record: list[dict[str, Any]], path: Path
+) -> dict[str, tuple[int, ...]]:
+    """State_dict name → shape of each layer as it was when first swapped (after pruning).
+
+    From the swap record's ``shapes``; records written before prunekit kept them (0.1) get the
+    shapes the replayed size attributes imply (Linear, Conv, BatchNorm, Conv1D layers)."""
+    modules = dict(model.named_modules(remove_duplicate=False))
+    out: dict[str, tuple[int, ...]] = {}
+    seen: set[str] = set()
+    for entry in swaps:
+        name = entry["module"]
+        if name in seen:
+            continue  # a later swap of the same layer: sized by the earlier swap's builder
+        seen.add(name)
+        prefix = f"{name}." if name else ""
+        saved = entry.get("shapes")
+        if saved is not None:
+            if not isinstance(saved, dict) or not all(
+                isinstance(v, list) and all(isinstance(d, int) and d >= 0 for d in v)
+                for v in saved.values()
+            ):
+                raise PrunekitError(f"{path}: swaps[{name!r}].shapes is malformed; re-save it")
+            out.update({prefix + k: tuple(v) for k, v in saved.items()})
+            continue
+        layer = modules.get(name)
+        if layer is None:
+            continue  # reported by the swap replay
+        for sub, module in layer.named_modules(prefix=name):
+            attrs = {k: v for k, v in vars(module).items() if isinstance(v, int | tuple)}
+            for e in record:
+                if e["module"] == sub:
+                    value = e["value"]
+                    attrs[e["attr"]] = tuple(value) if isinstance(value, list) else value
+            try:
+                implied = implied_shapes(module, attrs)
+            except (KeyError, TypeError, ZeroDivisionError):
+                continue
+            out.update({(f"{sub}." if sub else "") + k: v for k, v in implied.items()})
+    return out
 
 
 @contextlib.contextmanager
@@ -166,18 +249,13 @@ def changed_builtin_source(model: nn.Module) -> dict[str, Any] | None:
     from prunekit.models.registry import available, build, model_info
 
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    swapped = [e["module"] for e in swaps]
     for name in available():
         info = model_info(name)
         if info.factory is not type(model):
             continue
         fresh = build(name)
         try:
-            if record:
-                replay_(fresh, outside(shapes, swapped), record)
-            replay_swaps_(fresh, swaps)
-            if record:
-                check_consistent(fresh, Path(name))
+            rebuild_(fresh, shapes, record, swaps, Path(name))
         except (PrunekitError, AttributeError, KeyError, TypeError, ValueError, RuntimeError):
             continue
         if {k: tuple(v.shape) for k, v in fresh.state_dict().items()} == shapes:

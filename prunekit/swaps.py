@@ -19,6 +19,9 @@ from torch import nn
 from prunekit.errors import PrunekitError
 
 SWAPS_ATTR = "_prunekit_swaps"
+# Set by structured pruning (``prunekit.prune.structured.shrink``); read here by name so that
+# this low-level module imports nothing above it.
+_STRUCTURE_ATTR = "_prunekit_structure"
 
 
 def state_versions(*tensors: torch.Tensor | None) -> tuple[Any, ...]:
@@ -52,15 +55,24 @@ def swap_record(model: nn.Module) -> list[dict[str, Any]]:
 def swap_(
     model: nn.Module, name: str, new: nn.Module, kind: str, args: dict[str, Any]
 ) -> nn.Module:
-    """Put ``new`` in place of the submodule ``name``; record it. Returns the old module."""
+    """Put ``new`` in place of the submodule ``name``; record it. Returns the old module.
+
+    On a structurally pruned model the record also keeps the shapes of the layer replaced
+    (``shapes``: its state_dict names → shape): the builders size the swapped-in layer from
+    the original one, and ``load`` must give the freshly built dense original those pruned
+    shapes first (:func:`original_shapes`)."""
     if kind not in _BUILDERS:
         raise RuntimeError(f"swap kind {kind!r} has no registered builder")
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     old = getattr(parent, child)
+    entry: dict[str, Any] = {"module": name, "kind": kind, "args": dict(args)}
+    if model.__dict__.get(_STRUCTURE_ATTR) and not any(
+        e["module"] == name for e in swap_record(model)
+    ):
+        entry["shapes"] = {k: list(v.shape) for k, v in old.state_dict().items()}
     setattr(parent, child, new)
-    model.__dict__[SWAPS_ATTR] = [*swap_record(model), {"module": name, "kind": kind,
-                                                        "args": dict(args)}]  # fmt: skip
+    model.__dict__[SWAPS_ATTR] = [*swap_record(model), entry]
     return old
 
 

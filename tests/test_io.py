@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import prunekit.io as pio
+from prunekit.artifact.manifest import FORMAT_VERSION, write_manifest
 from prunekit.errors import PrunekitError
 from tests.zoo import SmallCNNBN as CNNBN
 
@@ -110,7 +111,9 @@ def test_manifest_describes_tensors_and_sparsity(tmp_path: Path) -> None:
     pio.save(model, tmp_path / "m")
     manifest = pio.read_manifest(tmp_path / "m")
 
-    assert manifest["format"] == "prunekit-artifact" and manifest["format_version"] == 2
+    assert (
+        manifest["format"] == "prunekit-artifact" and manifest["format_version"] == FORMAT_VERSION
+    )
     assert isinstance(manifest["prunekit_version"], str)
     assert manifest["source"] == {"kind": "user", "class": f"{MLP.__module__}.MLP"}
     assert manifest["storage"] == "encoded"
@@ -185,7 +188,7 @@ def test_truncated_safetensors_raises_prunekit_error(tmp_path: Path) -> None:
     manifest_file = tmp_path / "m" / "manifest.json"
     manifest = json.loads(manifest_file.read_text())
     manifest["files"]["model.encoded.safetensors"] = {}
-    manifest_file.write_text(json.dumps(manifest))
+    write_manifest(manifest_file.parent, manifest)
     weights = tmp_path / "m" / "model.encoded.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(PrunekitError, match="cannot be read"):
@@ -193,8 +196,9 @@ def test_truncated_safetensors_raises_prunekit_error(tmp_path: Path) -> None:
 
 
 def _edit_manifest(folder: Path, **fields: object) -> None:
+    # Resealed (the manifest's own checksum recomputed): the checks behind it are under test.
     file = folder / "manifest.json"
-    file.write_text(json.dumps({**json.loads(file.read_text()), **fields}))
+    write_manifest(folder, {**json.loads(file.read_text()), **fields})
 
 
 def _flip_last_byte(file: Path) -> None:
@@ -207,7 +211,7 @@ def test_failed_save_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
     def fail(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(pio, "_write_json", fail)
+    monkeypatch.setattr(pio, "write_manifest", fail)
     with pytest.raises(OSError, match="disk full"):
         pio.save(MLP(), tmp_path / "m")
     assert list(tmp_path.iterdir()) == []
@@ -221,7 +225,7 @@ def test_failed_save_keeps_the_previous_artifact(tmp_path: Path, monkeypatch) ->
     def fail(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(pio, "_write_json", fail)
+    monkeypatch.setattr(pio, "write_manifest", fail)
     with pytest.raises(OSError):
         pio.save(MLP(), tmp_path / "m")
     monkeypatch.undo()
@@ -239,7 +243,7 @@ def test_save_replaces_an_artifact_but_not_other_directories(tmp_path: Path) -> 
 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "notes.txt").write_text("keep me")
-    with pytest.raises(PrunekitError, match="not a prunekit artifact"):
+    with pytest.raises(PrunekitError, match="prunekit did not write"):
         pio.save(newer, tmp_path / "docs")
     assert (tmp_path / "docs" / "notes.txt").read_text() == "keep me"
 
@@ -334,7 +338,7 @@ def test_a_format_1_artifact_still_loads(tmp_path: Path) -> None:
     model = _trained_cnn()
     out = pio.save(model, tmp_path / "m", compress=False)
     manifest = json.loads((out / "manifest.json").read_text())
-    del manifest["storage"]
+    del manifest["storage"], manifest["manifest_sha256"]
     manifest["format_version"] = 1
     for entry in manifest["tensors"].values():
         del entry["bytes"]

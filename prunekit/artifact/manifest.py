@@ -19,7 +19,10 @@ import torch
 from prunekit.errors import PrunekitError
 
 FORMAT = "prunekit-artifact"
-FORMAT_VERSION = 2
+# 3: the manifest carries its own checksum (``manifest_sha256``), so an edited manifest is
+# refused instead of loading different weights. Versions 1 and 2 (without it) still load.
+FORMAT_VERSION = 3
+CHECKSUM = "manifest_sha256"
 MANIFEST = "manifest.json"
 PLAIN, ENCODED = "model.safetensors", "model.encoded.safetensors"
 STORAGES = {"plain": PLAIN, "encoded": ENCODED}
@@ -42,9 +45,10 @@ MAX_EXPANSION, EXPANSION_FLOOR = 4096, 1 << 30
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    """The parsed, validated ``manifest.json`` of the artifact at ``path`` (format 1 or 2).
+    """The parsed, validated ``manifest.json`` of the artifact at ``path`` (format 1 to 3).
 
-    A format-1 manifest (plain tensors only) gets ``storage: "plain"``."""
+    Its checksum must match (format 3 requires one). A format-1 manifest (plain tensors only)
+    gets ``storage: "plain"``."""
     path = Path(path)
     if not path.is_dir():
         raise PrunekitError(f"path: {str(path)!r} is not an artifact directory written by pk.save")
@@ -65,6 +69,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
             f"{file}: format_version {version!r} is not readable by this prunekit "
             f"(reads 1 to {FORMAT_VERSION}); upgrade prunekit"
         )
+    sealed = CHECKSUM in manifest or version >= 3
+    if sealed and manifest.get(CHECKSUM) != manifest_digest(manifest):
+        raise PrunekitError(
+            f"{file}: its contents do not match its checksum ({CHECKSUM}); the manifest "
+            f"was edited or corrupted, save the model again"
+        )
     for key, kind in (("tensors", dict), ("source", dict), ("files", dict)):
         if not isinstance(manifest.get(key), kind):
             raise PrunekitError(f"{file}: field {key!r} is missing or malformed; re-save it")
@@ -77,6 +87,23 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not isinstance(swaps, list) or not all(_is_swap(s) for s in swaps):
         raise PrunekitError(f"{file}: swaps must be a list of {{module, kind, args}}; re-save it")
     return manifest
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON, its own checksum field left out."""
+    body = {k: v for k, v in manifest.items() if k != CHECKSUM}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write ``folder/manifest.json`` with its checksum. Compact: on a small compressed model
+    the manifest is a visible share of the bytes on disk (`prunekit measure DIR` prints it
+    readably)."""
+    sealed = {**manifest, CHECKSUM: manifest_digest(manifest)}
+    (Path(folder) / MANIFEST).write_text(
+        json.dumps(sealed, separators=(",", ":")) + "\n", encoding="utf-8"
+    )
 
 
 def weights_file(manifest: dict[str, Any]) -> str:

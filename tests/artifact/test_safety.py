@@ -20,7 +20,7 @@ from torch import nn
 
 import prunekit as pk
 from prunekit.artifact import zstd
-from prunekit.artifact.manifest import ENCODED, sha256
+from prunekit.artifact.manifest import ENCODED, sha256, write_manifest
 from prunekit.errors import PrunekitError
 from tests import zoo
 
@@ -77,10 +77,15 @@ def _manifest(folder: Path) -> dict[str, Any]:
 
 
 def _write(folder: Path, manifest: Any, fix_checksums: bool = False) -> None:
+    # Resealed: the manifest's own checksum is recomputed (anyone can), so the checks behind it
+    # are what these tests reach.
     if fix_checksums:
         weights = folder / ENCODED
         manifest["files"][ENCODED] = {"bytes": weights.stat().st_size, "sha256": sha256(weights)}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    if isinstance(manifest, dict):
+        write_manifest(folder, manifest)
+    else:
+        (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 # --------------------------------------------------------------------------- hand-made attacks
@@ -278,3 +283,42 @@ def test_the_fuzz_base_loads_exactly(artifact: Path) -> None:
     model = _fuzz_net()
     loaded = pk.load(artifact, model=FuzzNet())
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        # One integer changed, each of which loaded different weights without a word before the
+        # manifest carried its own checksum.
+        lambda m: next(e for e in m["tensors"].values() if "offset" in e).update(
+            offset=next(e for e in m["tensors"].values() if "offset" in e)["offset"] + 1
+        ),
+        lambda m: m["tensors"][next(iter(m["tensors"]))].update(nonzeros=0),
+        lambda m: m.update(format_version=2),
+        lambda m: m.pop("manifest_sha256"),
+    ],
+)
+def test_an_edited_manifest_is_refused(artifact: Path, tmp_path: Path, edit) -> None:
+    folder = Path(shutil.copytree(artifact, tmp_path / "m"))
+    manifest = _manifest(folder)
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PrunekitError, match="checksum"):
+        pk.load(folder, model=FuzzNet())
+
+
+def test_a_killed_save_leaves_nothing_behind_for_long(tmp_path: Path) -> None:
+    # A save killed half-way leaves its hidden partial folder; the next save to the same place
+    # removes those of processes that are gone (not those of a live one).
+    import subprocess
+
+    pid = subprocess.Popen(["true"])
+    pid.wait()
+    stale = tmp_path / f".m.partial-{pid.pid}-abc"
+    live = tmp_path / ".m.partial-1-abc"  # pid 1 always runs
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.encoded.safetensors").write_bytes(b"half")
+    pk.save(zoo.MLP(), tmp_path / "m")
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "m"]

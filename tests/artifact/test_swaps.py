@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 import prunekit as pk
 from prunekit import swaps
+from prunekit.artifact.manifest import write_manifest
 from prunekit.errors import PrunekitError
 from tests import zoo
 
@@ -150,7 +151,7 @@ def _edit_manifest(folder, edit) -> None:
     file = folder / "manifest.json"
     manifest = json.loads(file.read_text())
     edit(manifest)
-    file.write_text(json.dumps(manifest))
+    write_manifest(folder, manifest)  # resealed: the checks behind the checksum are under test
 
 
 @pytest.mark.parametrize(

@@ -184,6 +184,30 @@ def shrinkers() -> list[tuple[type, Shrinker]]:
     return SHRINKERS if conv1d is None else [*SHRINKERS, (conv1d, _hf_conv1d)]
 
 
+def implied_shapes(module: nn.Module, attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The inverse of the shrinkers: the shapes of a layer's own tensors that its size
+    attributes ``attrs`` imply (Linear, Conv, BatchNorm, transformers' Conv1D); empty for
+    other layer types. Used to load artifacts whose swap records predate recorded shapes."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    own = module.state_dict(keep_vars=True)
+    has = {k for k, v in own.items() if "." not in k and v is not None}
+    conv1d = conv1d_type()
+    if isinstance(module, nn.Linear):
+        out = attrs["out_features"]
+        shapes = {"weight": (out, attrs["in_features"]), "bias": (out,)}
+    elif isinstance(module, nn.modules.conv._ConvNd):
+        k, groups = tuple(attrs["kernel_size"]), attrs["groups"]
+        cin, cout = attrs["in_channels"], attrs["out_channels"]
+        weight = (cin, cout // groups, *k) if attrs["transposed"] else (cout, cin // groups, *k)
+        shapes = {"weight": weight, "bias": (cout,)}
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
+        n = attrs["num_features"]
+        shapes = {t: (n,) for t in ("weight", "bias", "running_mean", "running_var")}
+    elif conv1d is not None and isinstance(module, conv1d):
+        shapes = {"weight": (attrs["nx"], attrs["nf"]), "bias": (attrs["nf"],)}
+    return {k: v for k, v in shapes.items() if k in has}
+
+
 def replay_(model: nn.Module, shapes: dict[str, tuple[int, ...]], record: list[dict]) -> None:
     """Give a freshly built model the shapes and attributes a pruned one was saved with.
 
