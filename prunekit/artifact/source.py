@@ -64,7 +64,12 @@ def rebuild(manifest: dict[str, Any], path: Path, structured: bool) -> nn.Module
         class_name = class_name if isinstance(class_name, str) else None
         plain_fits = not structured or manifest["structure"].get("from_pretrained")
         if manifest["storage"] == "encoded" or not plain_fits:
-            return build_hf_model(path, class_name, dtype=_main_dtype(manifest["tensors"]))
+            return build_hf_model(
+                path,
+                class_name,
+                dtype=_main_dtype(manifest["tensors"]),
+                check_bytes=lambda n: check_expansion(path, "the model its config.json builds", n),
+            )
         return load_hf_model(path, class_name)
     if source.get("kind") != "builtin" or not isinstance(source.get("name"), str):
         what = source.get("class") or source.get("kind")

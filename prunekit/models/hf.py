@@ -1,4 +1,10 @@
-"""Hugging Face models read from a local folder (``hf:PATH``): never downloads.
+"""Hugging Face models read from a local folder (``hf:PATH``): never downloads, never runs code.
+
+A folder is data: ``trust_remote_code=False`` on every transformers call, so a config.json
+with an ``auto_map`` (a model that needs the folder's own Python) is refused, never imported,
+and never prompts. What config.json asks to build is sized first (:func:`check_config_size`):
+layer counts within bounds, and the parameters, counted on the meta device, within what the
+folder's weights and the machine's memory can hold.
 
 Decoders (``config.is_decoder``, an architecture ending in ``ForCausalLM``/``LMHeadModel``, or a
 known decoder ``model_type``) load with ``AutoModelForCausalLM``, so they carry their LM head
@@ -10,10 +16,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
@@ -47,6 +55,13 @@ DECODER_TYPES = frozenset(
 DECODER_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 # Any one of these lets AutoTokenizer build a tokenizer (fast file, or a slow one's vocabulary).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# The deepest real transformers have a few hundred blocks; a config asking for more is damaged.
+MAX_LAYERS = 1024
+# from_pretrained fills the model from the folder's weights: a config that builds far more than
+# they hold (beyond tied copies and a fresh task head) is refused before it is built.
+MAX_WEIGHTS_RATIO, WEIGHTS_SLACK = 4, 256 << 20
+NO_CODE = {"trust_remote_code": False, "local_files_only": True}
 
 
 def transformers_module() -> ModuleType:
@@ -97,8 +112,12 @@ def load_hf_model(path: str | Path, class_name: str | None = None) -> nn.Module:
     transformers = transformers_module()
     config = _config(transformers, folder)
     cls = _model_class(transformers, config, class_name, folder)
+    weights = sum(f.stat().st_size for f in folder.iterdir() if f.suffix in WEIGHT_SUFFIXES)
+    check_config_size(
+        folder, config, _builder(cls), max_bytes=MAX_WEIGHTS_RATIO * weights + WEIGHTS_SLACK
+    )
     try:
-        model = cls.from_pretrained(str(folder), local_files_only=True)
+        model = cls.from_pretrained(str(folder), **NO_CODE)
     except (OSError, ValueError, RuntimeError) as err:
         raise PrunekitError(
             f"hf: cannot load the {config.model_type} model in {folder} as {cls.__name__}: {err}"
@@ -106,16 +125,26 @@ def load_hf_model(path: str | Path, class_name: str | None = None) -> nn.Module:
     return model.eval()
 
 
-def build_hf_model(path: str | Path, class_name: str | None = None, dtype: Any = None) -> nn.Module:
+def build_hf_model(
+    path: str | Path,
+    class_name: str | None = None,
+    dtype: Any = None,
+    check_bytes: Callable[[int], None] | None = None,
+) -> nn.Module:
     """The architecture ``config.json`` in folder ``path`` describes, freshly initialised, in
     eval mode: for weights that do not fit the config (a structurally pruned model), which are
-    loaded after its shapes are restored. ``dtype``: of the floating-point weights."""
+    loaded after its shapes are restored. ``dtype``: of the floating-point weights.
+    ``check_bytes(n)`` raises if the ``n`` bytes the architecture needs are too many for the
+    caller (e.g. far more than an artifact's weights can fill)."""
     folder = _folder(path)
     transformers = transformers_module()
     config = _config(transformers, folder)
     cls = _model_class(transformers, config, class_name, folder)
     kwargs = {} if dtype is None else {"dtype": dtype}
-    build = cls.from_config if hasattr(cls, "from_config") else cls._from_config
+    build = _builder(cls)
+    needed = check_config_size(folder, config, build, dtype=dtype)
+    if check_bytes is not None:
+        check_bytes(needed)
     try:
         model = build(config, **kwargs)
     except (OSError, ValueError, RuntimeError) as err:
@@ -136,7 +165,7 @@ def load_tokenizer(path: str | Path) -> Any:
             f"tokenizer files into it, e.g. tokenizer.save_pretrained({str(folder)!r})"
         )
     try:
-        return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return transformers.AutoTokenizer.from_pretrained(str(folder), **NO_CODE)
     except (OSError, ValueError, TypeError) as err:
         raise PrunekitError(
             f"hf: cannot load the tokenizer in {folder} (found {', '.join(present)}): {err}"
@@ -177,9 +206,93 @@ def _folder(path: str | Path) -> Path:
 
 def _config(transformers: ModuleType, folder: Path) -> Any:
     try:
-        return transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, KeyError) as err:
-        raise PrunekitError(f"hf: {folder}/config.json cannot be read: {err}") from err
+        return transformers.AutoConfig.from_pretrained(str(folder), **NO_CODE)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PrunekitError(
+            f"hf: {folder}/config.json cannot be read ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:300]}); prunekit never runs a folder's own code "
+            f"(auto_map), so only architectures transformers ships load"
+        ) from None
+
+
+def check_config_size(
+    folder: Path,
+    config: Any,
+    build: Callable[..., nn.Module],
+    max_bytes: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> int:
+    """Bytes of the parameters and buffers ``config`` builds (floating-point ones in ``dtype``,
+    default: the config's own), counted on the meta device (no memory, no initialisation),
+    after bounding its layer counts. Refuses a config that cannot be built, one needing more
+    than ``max_bytes`` or than the memory available."""
+    for key, value in _layer_counts(config.to_dict()):
+        if value > MAX_LAYERS or value < 0:
+            raise PrunekitError(
+                f"hf: {folder}/config.json asks for {key}={value}; prunekit builds at most "
+                f"{MAX_LAYERS} layers per stack; the config is damaged"
+            )
+    dtype = dtype or _config_dtype(config)
+    try:
+        with torch.device("meta"):
+            probe = build(config, **({} if dtype is None else {"dtype": dtype}))
+    except Exception as err:  # any config error surfaces here, not half-way through a build
+        raise PrunekitError(
+            f"hf: {folder}/config.json does not describe a model transformers can build "
+            f"({type(err).__name__}: {' '.join(str(err).split())[:200]}); fix or re-save it"
+        ) from None
+    tensors = {id(t): t for t in [*probe.parameters(), *probe.buffers()]}
+    needed = sum(t.numel() * t.element_size() for t in tensors.values())
+    if max_bytes is not None and needed > max_bytes:
+        raise PrunekitError(
+            f"hf: {folder}/config.json builds a model of {needed:,} bytes, far more than the "
+            f"folder's weights ({max_bytes:,} bytes at most); the config does not match them"
+        )
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise PrunekitError(
+            f"hf: the model in {folder} needs {needed / 2**30:.1f} GiB; "
+            f"{available / 2**30:.1f} GiB of memory is available; free memory or use a machine "
+            f"with more"
+        )
+    return needed
+
+
+def _layer_counts(config: dict[str, Any], prefix: str = "") -> list[tuple[str, int]]:
+    # Layer counts are named *layers* (num_hidden_layers, n_layer, encoder_layers) or *depths*
+    # (Swin/ConvNeXt stage lists); sub-configs (text_config, vision_config) nest.
+    out = []
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _layer_counts(value, f"{name}.")
+        elif "layer" in name.lower() or "depth" in name.lower():
+            values = value if isinstance(value, list) else [value]
+            ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+            if ints:
+                out.append((name, sum(ints) if isinstance(value, list) else ints[0]))
+    return out
+
+
+def _config_dtype(config: Any) -> torch.dtype | None:
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
+
+
+def _available_memory() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _builder(cls: Any) -> Callable[..., nn.Module]:
+    return cls.from_config if hasattr(cls, "from_config") else cls._from_config
 
 
 def _model_class(

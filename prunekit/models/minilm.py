@@ -16,7 +16,7 @@ from torch import nn
 
 from prunekit.data.wordnet import write_gloss_text
 from prunekit.errors import DataNotFoundError, PrunekitError
-from prunekit.models.hf import load_hf_model, load_tokenizer, transformers_module
+from prunekit.models.hf import build_hf_model, load_hf_model, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ def minilm_tokenizer() -> object:
 
 def minilm_architecture() -> nn.Module:
     """The same architecture with random weights (for loading a ``.safetensors`` into it)."""
-    transformers = transformers_module()
-    config = transformers.AutoConfig.from_pretrained(str(minilm_dir()), local_files_only=True)
-    return transformers.AutoModel.from_config(config).eval()
+    return build_hf_model(minilm_dir())
 
 
 def minilm_text_spec() -> str:
