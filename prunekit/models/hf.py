@@ -275,7 +275,9 @@ def _layer_counts(config: dict[str, Any], prefix: str = "") -> list[tuple[str, i
 
 
 def _config_dtype(config: Any) -> torch.dtype | None:
-    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    # Read from the instance: newer transformers warn on the deprecated torch_dtype property.
+    fields = vars(config)
+    dtype = fields.get("dtype") or fields.get("torch_dtype")
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
     return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
