@@ -172,6 +172,7 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise PrunekitError(f"{path}: the weights do not fit the model: {e}") from None
+        _check_values(model, path)
     return model.eval()
 
 
@@ -311,6 +312,16 @@ def _structure(model: nn.Module, folder: Path, hf: bool, encoded: bool) -> dict[
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def _check_values(model: nn.Module, path: Path) -> None:
+    # Values a layer's forward would trip over later (a codebook index past the codebook's end)
+    # are refused now, not at the first forward: swapped-in layers say what they need.
+    for name, module in model.named_modules():
+        check = getattr(module, "state_problem", None)
+        problem = check() if callable(check) else None
+        if problem:
+            raise PrunekitError(f"{path}: layer {name!r}: {problem}; the artifact is corrupted")
 
 
 def _check_names(

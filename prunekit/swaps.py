@@ -36,6 +36,20 @@ def state_versions(*tensors: torch.Tensor | None) -> tuple[Any, ...]:
         return tuple(None if t is None else id(t) for t in tensors)
 
 
+def int_arg(args: dict[str, Any], key: str, low: int, high: int, default: Any = None) -> int:
+    """``args[key]`` (a swap record's value, from a manifest that may be damaged or hostile)
+    checked to be an integer in ``[low, high]`` before a builder sizes anything by it."""
+    value = args.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:40] + "…"
+        raise PrunekitError(
+            f"the swap record has {key}={shown}; expected an integer in {low}..{high}; the "
+            f"artifact is corrupted"
+        )
+    return value
+
+
 Builder = Callable[[nn.Module, dict[str, Any]], nn.Module]
 _BUILDERS: dict[str, Builder] = {}
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunekit.errors import PrunekitError
 from prunekit.layout import canonical
 from prunekit.quantize.grid import (
     GroupGrid,
@@ -24,10 +25,11 @@ from prunekit.quantize.grid import (
     packed_width,
     unpack_codes,
 )
-from prunekit.swaps import register_swap, state_versions
+from prunekit.swaps import int_arg, register_swap, state_versions
 
 INT8_SWAP = "int8-dynamic"
 WEIGHT_ONLY_SWAP = "weight-only"
+MIN_BITS, MAX_BITS = 2, 8  # what WeightOnlyConfig accepts and the code packing stores
 
 
 def linear_shape(layer: nn.Module) -> tuple[int, int]:
@@ -197,12 +199,15 @@ def _build_int8(layer: nn.Module, args: dict[str, Any]) -> nn.Module:
 
 def _build_weight_only(layer: nn.Module, args: dict[str, Any]) -> nn.Module:
     out, k = linear_shape(layer)
+    symmetric = args.get("symmetric")
+    if not isinstance(symmetric, bool):
+        raise PrunekitError(f"the swap record has symmetric={symmetric!r}; expected true/false")
     return WeightOnlyLinear(
         k,
         out,
-        int(args["bits"]),
-        int(args["group_size"]),
-        bool(args["symmetric"]),
+        int_arg(args, "bits", MIN_BITS, MAX_BITS),
+        int_arg(args, "group_size", 1, 1 << 31),  # beyond in_features: one group
+        symmetric,
         bias=getattr(layer, "bias", None) is not None,
     )
 

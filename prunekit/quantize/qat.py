@@ -37,7 +37,7 @@ from prunekit.quantize.layers import (
 )
 from prunekit.quantize.report import LayerQuant, QuantizeReport, layer_row, state_bytes
 from prunekit.quantize.select import choose_linears, linear_kinds, swap_all_, unswap_all_
-from prunekit.swaps import register_swap
+from prunekit.swaps import int_arg, register_swap
 
 QAT_SWAP = "qat"
 CONVERTED_CONV_SWAP = "qat-conv2d"
@@ -133,7 +133,13 @@ class QATConv2d(nn.Conv2d, _FakeQuant):
 
 def _qat_layer(layer: nn.Module, args: dict[str, Any]) -> nn.Module:
     """An untrained fake-quant twin of ``layer`` (weights not copied)."""
-    settings = (int(args["bits"]), args.get("activation_bits"), float(args["momentum"]))
+    activation_bits = args.get("activation_bits")
+    if activation_bits is not None:
+        activation_bits = int_arg(args, "activation_bits", 2, 8)
+    momentum = args.get("momentum")
+    if not isinstance(momentum, int | float) or isinstance(momentum, bool) or not 0 < momentum <= 1:
+        raise PrunekitError(f"the swap record has momentum={momentum!r}; expected (0, 1]")
+    settings = (int_arg(args, "bits", 2, 8), activation_bits, float(momentum))
     if isinstance(layer, nn.Conv2d):
         return QATConv2d(layer, *settings)
     out, k = linear_shape(layer)

@@ -16,6 +16,7 @@ ranges) and ``load_state_dict`` then puts the saved values back, scales included
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -35,6 +36,8 @@ from prunekit.swaps import register_swap
 from prunekit.targets import select_layers
 
 STATIC_SWAP = "int8-static"
+# Elements of one input sample a region is rebuilt on (an image of 4096×4096 RGB is 50M).
+MAX_EXAMPLE_NUMEL = 1 << 26
 LAYER_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -343,8 +346,23 @@ def int8_static_(
 
 
 def _build_static(region: nn.Module, args: dict[str, Any]) -> nn.Module:
-    example = torch.zeros(1, *[int(s) for s in args["input_shape"]])
-    return StaticInt8Region(convert_region(region, [example], list(args.get("ignore", []))))
+    # The region is rebuilt by converting it again on a zero example of its input shape: a shape
+    # from a damaged manifest must not size that example beyond any real input.
+    shape, ignore = args.get("input_shape"), args.get("ignore", [])
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 8
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+        or math.prod(shape) > MAX_EXAMPLE_NUMEL
+    ):
+        raise PrunekitError(
+            f"the swap record's input_shape {str(shape)[:60]} is not 1 to 8 positive sizes of "
+            f"at most {MAX_EXAMPLE_NUMEL:,} elements; the artifact is corrupted"
+        )
+    if not isinstance(ignore, list) or not all(isinstance(n, str) for n in ignore):
+        raise PrunekitError("the swap record's ignore must be a list of layer names")
+    example = torch.zeros(1, *shape)
+    return StaticInt8Region(convert_region(region, [example], ignore))
 
 
 register_swap(STATIC_SWAP, _build_static)

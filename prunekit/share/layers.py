@@ -48,6 +48,18 @@ class SharedLayer(nn.Module):
         self.register_buffer("indices", indices)
         self.register_parameter("bias", bias)
 
+    def state_problem(self) -> str | None:
+        """What in the loaded state the forward could not use: indices outside 0..codebook size
+        (``prunekit.load`` asks after filling the layer)."""
+        if self.indices.numel() and (
+            int(self.indices.min()) < 0 or int(self.indices.max()) > self.codebook.numel()
+        ):
+            return (
+                f"codebook indices span {int(self.indices.min())}..{int(self.indices.max())} "
+                f"but the codebook has {self.codebook.numel()} entries"
+            )
+        return None
+
     @property
     def weight(self) -> torch.Tensor:
         """The weight (the original layer's shape and layout), gathered from the codebook.
