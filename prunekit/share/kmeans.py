@@ -8,7 +8,7 @@ zeros) are kept out of the clusters and get the reserved index 0, so they stay e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -42,14 +42,56 @@ def index_dtype(bits: int) -> torch.dtype:
     return torch.uint8 if 2**bits < 256 else torch.int16
 
 
-def decode(codebook: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+def decode(
+    codebook: torch.Tensor, indices: torch.Tensor, order: IndexOrder | None = None
+) -> torch.Tensor:
     """``codebook`` gathered by ``indices`` with 0 meaning an exact zero; differentiable with
     respect to ``codebook`` (each entry's gradient is the sum over the weights that use it).
 
     codebook: ``[K]``; indices: any shape, values in 0..K. Returns a tensor of ``indices``' shape.
+    ``order``: :func:`index_order` of ``indices``, when the caller keeps it between steps.
     """
+    if torch.is_grad_enabled() and codebook.requires_grad:
+        return _Gather.apply(codebook, indices, order or index_order(indices, codebook.numel()))
     table = torch.cat([codebook.new_zeros(1), codebook])
     return table[indices.long()]
+
+
+class IndexOrder(NamedTuple):
+    """The positions of ``indices`` sorted by index (stable) and how many use each index."""
+
+    order: torch.Tensor  # [indices.numel()] int64
+    counts: torch.Tensor  # [K + 1] int64
+
+
+def index_order(indices: torch.Tensor, k: int) -> IndexOrder:
+    flat = indices.reshape(-1).long()
+    return IndexOrder(
+        torch.sort(flat, stable=True).indices, torch.bincount(flat, minlength=k + 1)[: k + 1]
+    )
+
+
+class _Gather(torch.autograd.Function):
+    """The gather whose backward sums each codebook entry's gradient in one fixed order.
+
+    Autograd's own backward (an accumulating index_put) adds in an order that depends on the
+    thread count, so fine-tuning a shared layer differed between 1 and 2 threads (up to 2.7e-5
+    after one epoch). Here each entry's gradients are summed in index order, sequentially, by
+    ``segment_reduce`` (in float64, then rounded once): the same seed gives the same bits at
+    any thread count."""
+
+    @staticmethod
+    def forward(ctx: Any, codebook: torch.Tensor, indices: torch.Tensor, order: IndexOrder) -> Any:
+        ctx.save_for_backward(order.order, order.counts)
+        table = torch.cat([codebook.new_zeros(1), codebook])
+        return table[indices.long()]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        order, counts = ctx.saved_tensors
+        values = grad.reshape(-1)[order].double()
+        sums = torch.segment_reduce(values, "sum", lengths=counts, unsafe=True, initial=0.0)
+        return sums[1:].to(grad.dtype), None, None
 
 
 def cluster(

@@ -23,7 +23,7 @@ from prunekit import swaps
 from prunekit.errors import PrunekitError
 from prunekit.layout import is_transposed
 from prunekit.share.config import MAX_BITS, MIN_BITS
-from prunekit.share.kmeans import decode, index_dtype
+from prunekit.share.kmeans import decode, index_dtype, index_order
 
 SWAP_KIND = "shared"
 CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -71,7 +71,13 @@ class SharedLayer(nn.Module):
         model. The copy costs the dense weight's memory; the state_dict stays codebook +
         indices."""
         if torch.is_grad_enabled() and self.codebook.requires_grad:
-            return decode(self.codebook, self.indices)
+            # The indices stay fixed while the codebook trains: their sort order is kept.
+            key = swaps.state_versions(self.indices)
+            order = self.__dict__.get("_order")
+            if order is None or order[0] != key:
+                order = (key, index_order(self.indices, self.codebook.numel()), self.indices)
+                self.__dict__["_order"] = order
+            return decode(self.codebook, self.indices, order[1])
         key = swaps.state_versions(self.codebook, self.indices)
         cached = self.__dict__.get("_decoded")
         if cached is None or cached[0] != key:
