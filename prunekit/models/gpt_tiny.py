@@ -20,9 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -32,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from prunekit.atomic import staged_dir
 from prunekit.data.corpus import PACKAGE, corpus_files
 from prunekit.data.text import token_stream
 from prunekit.errors import PrunekitError
@@ -336,20 +334,9 @@ def _save(folder: Path, model: Any, tokenizer: Any, record: dict[str, Any]) -> N
 
 def _write_folder(folder: Path, write: Callable[[Path], object]) -> None:
     # Built beside the target and renamed into place, so a reader never sees half a folder.
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.new."))
-    old = None
-    try:
+    # The folder is in prunekit's own cache: whatever is there (a stale or damaged copy) goes.
+    with staged_dir(folder, replaceable=lambda p: True, mode=0o755) as tmp:
         write(tmp)
-        # mkdtemp creates 0700 (and safetensors 0600); the cache may be shared via PRUNEKIT_CACHE.
-        tmp.chmod(0o755)
+        # safetensors writes 0600; the cache may be shared via PRUNEKIT_CACHE.
         for file in tmp.iterdir():
             file.chmod(0o644)
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
