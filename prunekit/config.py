@@ -12,6 +12,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from prunekit.errors import quote
+
 
 class BaseConfig(BaseModel):
     """Base of every config: unknown fields are errors, values are checked, instances frozen."""
@@ -49,12 +51,12 @@ def parse_pattern(pattern: str) -> NM | None:
     if match is None:
         raise ValueError(
             "pattern must be 'unstructured', 'N:M' such as '2:4', 'channel' or 'head'; "
-            f"got {pattern!r}"
+            f"got {quote(pattern)}"
         )
     n, m = int(match.group(1)), int(match.group(2))
     if not 0 < n < m:
         raise ValueError(
-            f"pattern {pattern!r}: N:M needs 0 < N < M (N zeros in every M weights); "
+            f"pattern {quote(pattern)}: N:M needs 0 < N < M (N zeros in every M weights); "
             f"got N={n}, M={m}"
         )
     return NM(n, m)
@@ -125,7 +127,7 @@ class PruneConfig(BaseConfig):
     def _layer_sparsity_in_range(cls, v: dict[str, float]) -> dict[str, float]:
         for key, s in v.items():
             if not 0.0 <= s < 1.0:
-                raise ValueError(f"layer_sparsity[{key!r}] must be in [0, 1); got {s}")
+                raise ValueError(f"layer_sparsity[{quote(key)}] must be in [0, 1); got {s}")
         return v
 
     @model_validator(mode="after")

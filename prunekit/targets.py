@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 from prunekit.layout import conv1d_type
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -36,8 +36,8 @@ def check_selectors(selectors: Sequence[str], what: str) -> None:
     """PrunekitError for a selector list that is a bare string or holds a bad regex."""
     if isinstance(selectors, str):
         raise PrunekitError(
-            f"{what} must be a list of selectors; got the string {selectors!r}: "
-            f"write [{selectors!r}]"
+            f"{what} must be a list of selectors; got the string {quote(selectors)}: "
+            f"write [{quote(selectors)}]"
         )
     for s in selectors:
         if s.startswith("re:"):
@@ -45,7 +45,7 @@ def check_selectors(selectors: Sequence[str], what: str) -> None:
                 re.compile(s[3:])
             except re.error as e:
                 raise PrunekitError(
-                    f"{what}: {s!r} is not a valid regular expression ({e})"
+                    f"{what}: {quote(s)} is not a valid regular expression ({e})"
                 ) from None
 
 
@@ -85,7 +85,7 @@ def select_layers(
             hits = {n: m for n, m in candidates.items() if matches(sel, n, m)}
             if not hits:
                 raise PrunekitError(
-                    f"targets: {sel!r} matches no prunable layer; prunable layers are: "
+                    f"targets: {quote(sel)} matches no prunable layer; prunable layers are: "
                     f"{_preview(candidates)}"
                 )
             chosen.update(hits)

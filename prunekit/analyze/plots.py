@@ -141,13 +141,17 @@ def points_from_reports(
         path = Path(d) / "report.json"
         if not path.is_file():
             raise PrunekitError(f"{d}: no report.json; pass directories written by prune or run")
-        comparison = json.loads(path.read_text()).get("comparison")
-        if not comparison:
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise PrunekitError(f"{path}: not readable JSON ({type(err).__name__})") from None
+        comparison = report.get("comparison") if isinstance(report, dict) else None
+        if not isinstance(comparison, dict):
             raise PrunekitError(f"{path}: has no 'comparison' (before/after measurements)")
         sides = [("after", Path(d).name)] + ([("before", "dense")] if not points else [])
         for side, label in sides:
-            m = comparison[side]
-            if m.get("accuracy") is None or m.get(field) is None:
+            m = comparison.get(side)
+            if not isinstance(m, dict) or m.get("accuracy") is None or m.get(field) is None:
                 raise PrunekitError(
                     f"{path}: the {side} model has no measured accuracy or {field}; the Pareto "
                     f"plot needs both (text models report task metrics instead)"

@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from prunekit.cli import analyze, auto, demo, export, measure, methods, prune, run
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 
 app = typer.Typer(
     name="prunekit",
@@ -24,12 +24,15 @@ app = typer.Typer(
 for module in (demo, prune, measure, export, methods, analyze, run, auto):
     module.register(app)
 
+INTERRUPTED = 130  # Ctrl-C, as shells report it
+
 
 def one_line(err: Exception) -> str:
     """A user error as one line: pydantic's field errors become 'field: message'."""
     if isinstance(err, ValidationError):
         first = err.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
+        # A location can hold user input (the key of a dict field): quoted short.
+        where = ".".join(str(x) if len(str(x)) <= 40 else quote(x, 40) for x in first["loc"])
         msg = str(first["msg"]).removeprefix("Value error, ")
         more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
         return f"{err.title}: {where + ': ' if where else ''}{msg}{more}"
@@ -39,8 +42,15 @@ def one_line(err: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prunekit`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Bars and spinners draw nothing into a file; there the library's progress lines (one per
+    # epoch, block or trial, at INFO) show that a long step is alive.
+    library = logging.getLogger("prunekit")
+    level = library.level
+    if not sys.stderr.isatty():
+        library.setLevel(logging.INFO)
     try:
-        app(args=argv, standalone_mode=False)
+        # Commands return None; typer returns an exit code instead (130 for Ctrl-C).
+        code = app(args=argv, standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
@@ -56,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         print(f"error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
         return 1
-    return 0
+    finally:
+        library.setLevel(level)
+    if code == INTERRUPTED:
+        print("aborted", file=sys.stderr)
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:

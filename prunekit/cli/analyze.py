@@ -21,15 +21,21 @@ from prunekit.analyze.plots import plot_pareto, plot_sensitivity, points_from_re
 from prunekit.analyze.profile import SensitivityProfile
 from prunekit.analyze.sensitivity import DEFAULT_RATIOS, analyze_sensitivity
 from prunekit.cli.common import (
+    check_data_fits,
+    check_data_spec,
+    check_out_dir,
+    check_out_file,
     console,
     is_text,
     loaders,
+    output_dir,
     print_json,
+    require,
     resolve_data,
     show,
     write_reports,
 )
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.registry import get_method
 
@@ -40,7 +46,11 @@ def analyze(
     model: str = typer.Option(
         ..., help="Model SPEC: builtin:NAME, py:FILE.py:FUNCTION, or a saved directory."
     ),
-    out: Path = typer.Option(..., help="Output directory for the CSV, PNG, recipe and reports."),
+    out: Path = typer.Option(
+        ...,
+        help="Output directory for the CSV, PNG, recipe and reports; new, empty or an earlier "
+        "prunekit output, which is replaced whole.",
+    ),
     data: str | None = typer.Option(None, help="Data SPEC (default: the builtin model's dataset)."),
     method: str = typer.Option("magnitude", help="A registered pruning method."),
     pattern: str = typer.Option("unstructured", help="'unstructured', N:M such as 2:4, 'channel'."),
@@ -68,8 +78,11 @@ def analyze(
     a suggested per-layer sparsity recipe."""
     from prunekit.models import load_model
 
-    if backend not in BACKENDS:
-        raise PrunekitError(f"--backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    require(backend in BACKENDS, "--backend", backend, f"one of {', '.join(BACKENDS)}")
+    require(max_drop >= 0, "--max-drop", max_drop, "≥ 0 (accuracy points)")
+    require(workers is None or workers >= 1, "--workers", workers, "≥ 1")
+    require(eval_samples is None or eval_samples >= 1, "--eval-samples", eval_samples, "≥ 1")
+    require(batch_size >= 1, "--batch-size", batch_size, "≥ 1")
     info = get_method(method, kind="prune")
     fields: dict[str, Any] = {"pattern": pattern, "seed": seed}
     if target:
@@ -78,6 +91,8 @@ def analyze(
         fields["ignore"] = list(ignore)
     config = info.config(**fields)
     sweep = _parse_ratios(ratios)
+    check_data_spec(data)
+    check_out_dir(out)
     net, source = load_model(model, weights=weights)
     splits = resolve_data(data, source, needed=True, model=net)
     if is_text(splits):
@@ -85,6 +100,7 @@ def analyze(
             f"--model {model}: analyze measures top-1 accuracy of classifiers; for text models "
             f"call prunekit.analyze.analyze_sensitivity(model, evaluate) with your own metric"
         )
+    check_data_fits(net, splits)
     train, test = loaders(splits, batch_size, seed)
 
     def evaluate(m: Any) -> float:
@@ -102,15 +118,11 @@ def analyze(
     seconds = time.perf_counter() - start
     title = f"{model} on {splits.name}: {info.name}, {pattern}"
     recipe = suggested_recipe(profile, config.to_dict(), info.name, max_drop)
-    out.mkdir(parents=True, exist_ok=True)
-    profile.to_csv(out / "sensitivity.csv")
-    plot_sensitivity(profile, out / "sensitivity.png", title=f"Sensitivity: {title}")
     header = (
         f"# suggested by prunekit analyze\n# {title}\n"
         f"# Each layer at the largest swept sparsity whose accuracy stayed within {max_drop:g}\n"
         f"# points when pruned alone. Pruned together they cost more: fine-tune, and check.\n"
     )
-    (out / "suggested.yaml").write_text(header + yaml.safe_dump(recipe, sort_keys=False))
     report = {
         "model": model,
         "data": splits.name,
@@ -125,7 +137,11 @@ def analyze(
     }
     table = profile.to_markdown(max_drop)
     md = f"# prunekit analyze: {title}\n\n{table}\n\n![sensitivity](sensitivity.png)\n"
-    write_reports(out, report, md)
+    with output_dir(out) as staged:
+        profile.to_csv(staged / "sensitivity.csv")
+        plot_sensitivity(profile, staged / "sensitivity.png", title=f"Sensitivity: {title}")
+        (staged / "suggested.yaml").write_text(header + yaml.safe_dump(recipe, sort_keys=False))
+        write_reports(staged, report, md)
     if json_out:
         print_json(report)
     else:
@@ -166,10 +182,10 @@ def _parse_ratios(text: str) -> list[float]:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise PrunekitError(
-            f"--ratios takes comma-separated sparsities such as 0.1,0.5,0.9; got {text!r}"
+            f"--ratios takes comma-separated sparsities such as 0.1,0.5,0.9; got {quote(text)}"
         ) from None
     if not values or not all(0.0 <= v < 1.0 for v in values):
-        raise PrunekitError(f"--ratios: every sparsity must be in [0, 1); got {text!r}")
+        raise PrunekitError(f"--ratios: every sparsity must be in [0, 1); got {quote(text)}")
     return values
 
 
@@ -182,8 +198,8 @@ def pareto(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
 ) -> None:
     """Plot size vs accuracy of several runs (and the original model) with the Pareto frontier."""
-    if x not in ("bytes", "params"):
-        raise PrunekitError(f"--x must be 'bytes' or 'params'; got {x!r}")
+    require(x in ("bytes", "params"), "--x", x, "'bytes' or 'params'")
+    check_out_file(out, "--out")
     points = points_from_reports(runs, x)  # type: ignore[arg-type]
     plot_pareto(points, out, x)  # type: ignore[arg-type]
     rows = [{"label": p.label, x: p.size, "accuracy": p.accuracy} for p in points]

@@ -15,9 +15,22 @@ import typer
 import yaml
 from torch.utils.data import DataLoader
 
+from prunekit.analyze.parallel import BACKENDS
 from prunekit.auto import AutoConfig, auto_compress, validation_split
 from prunekit.auto.plot import plot_frontier
-from prunekit.cli.common import console, is_text, print_json, resolve_data, show, write_reports
+from prunekit.cli.common import (
+    check_data_fits,
+    check_data_spec,
+    check_out_dir,
+    console,
+    is_text,
+    output_dir,
+    print_json,
+    require,
+    resolve_data,
+    show,
+    write_reports,
+)
 from prunekit.errors import PrunekitError
 from prunekit.io import save
 from prunekit.measure import compare
@@ -29,7 +42,10 @@ def auto(
     model: str = typer.Option(
         ..., help="Model SPEC: builtin:NAME, hf:PATH, py:FILE.py:FUNCTION, or a saved directory."
     ),
-    out: Path = typer.Option(..., help="Output directory."),
+    out: Path = typer.Option(
+        ...,
+        help="Output directory; new, empty or an earlier prunekit output, which is replaced whole.",
+    ),
     data: str | None = typer.Option(None, help="Data SPEC (default: the builtin model's dataset)."),
     max_drop: float = typer.Option(1.0, help="Accuracy budget: points below the dense model."),
     objective: str = typer.Option("size", help="'size' (bytes on disk) or 'latency'."),
@@ -58,6 +74,11 @@ def auto(
         max_drop=max_drop, objective=objective, trials=trials, trial_epochs=trial_epochs,
         final_epochs=final_epochs, parallel=parallel, seed=seed,
     )  # fmt: skip
+    require(backend in BACKENDS, "--backend", backend, f"one of {', '.join(BACKENDS)}")
+    require(0 < val_size < 1, "--val-size", val_size, "a fraction in (0, 1)")
+    require(batch_size >= 1, "--batch-size", batch_size, "≥ 1")
+    check_data_spec(data)
+    check_out_dir(out)
     net, source = load_model(model, weights=weights)
     splits = resolve_data(data, source, needed=True, model=net)
     if is_text(splits):
@@ -65,6 +86,7 @@ def auto(
             f"--data {splits.name}: auto searches on classification accuracy; text data is not "
             "supported yet"
         )
+    check_data_fits(net, splits)
     train_set, val_set = validation_split(splits.train, val_size, seed)
     train = DataLoader(train_set, batch_size=batch_size, shuffle=True,
                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
@@ -76,21 +98,21 @@ def auto(
         )
     with console.status("measuring before/after (accuracy, bytes, MACs, latency)…"):
         comparison = compare(net, report.model, test)
-    out.mkdir(parents=True, exist_ok=True)
     chosen = report.final.choice.to_dict() if report.final else None
-    save(report.model, out / "model", source={**source, "auto": chosen})
     recipe = report.recipe()
-    if recipe is not None:
-        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    report.write_csv(out / "frontier.csv")
-    plot_frontier(report, out / "pareto.png")
     payload = {
         "model": model,
         "data": splits.name,
         **report.to_dict(),
         "comparison": comparison.to_dict(),
     }
-    write_reports(out, payload, report.to_markdown() + "\n\n" + comparison.to_markdown())
+    with output_dir(out) as staged:
+        save(report.model, staged / "model", source={**source, "auto": chosen})
+        if recipe is not None:
+            (staged / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        report.write_csv(staged / "frontier.csv")
+        plot_frontier(report, staged / "pareto.png")
+        write_reports(staged, payload, report.to_markdown() + "\n\n" + comparison.to_markdown())
     if json_out:
         print_json(payload)
     else:

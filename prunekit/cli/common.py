@@ -8,7 +8,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from prunekit.atomic import staged_dir
 from prunekit.data import load_data
-from prunekit.data.batches import first_batch, run_model, split_batch
+from prunekit.data.batches import first_batch, split_batch
 from prunekit.data.pyfile import parse_py_spec
 from prunekit.data.registry import accepted_forms
 from prunekit.data.splits import DataSplits
@@ -145,10 +145,13 @@ def check_out_dir(out: Path, option: str = "--out") -> None:
             )
         if any(out.iterdir()) and not is_output_dir(out):
             foreign = [p.name for p in out.iterdir() if p.name not in OUTPUT_NAMES]
-            why = f"e.g. {quote(min(foreign))}" if foreign else "no report.json"
+            what = (
+                f"holds {quote(min(foreign))}, which" if foreign else "holds no report.json, so it"
+            )
             raise PrunekitError(
-                f"{option} {quote(str(out), 200)}: holds files prunekit did not write ({why}), "
-                f"and the whole folder is replaced; name a new or empty directory"
+                f"{option} {quote(str(out), 200)}: {what} is no output of prunekit prune, "
+                f"analyze or auto, and the folder would be replaced whole; name a new or empty "
+                f"directory"
             )
     check_writable(out, option)
 
@@ -229,28 +232,24 @@ def check_data_spec(spec: str | None, option: str = "--data") -> None:
 # Checks run once the model is loaded, before any work on it.
 
 
-def check_seq_len(model: Any, seq_len: int) -> None:
-    """``--seq-len`` within the positions a Hugging Face model has."""
-    config = getattr(model, "config", None)
-    positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int) and seq_len > positions:
+def check_data_fits(model: Any, splits: Any) -> None:
+    """One forward pass on two test samples: data of the wrong shape for the model (windows
+    longer than its positions, more classes than it outputs) is refused here, naming both, not
+    minutes into the work."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    seq_len = getattr(splits, "seq_len", None) if is_text(splits) else None
+    if isinstance(positions, int) and isinstance(seq_len, int) and seq_len > positions:
         raise PrunekitError(
             f"--seq-len {seq_len}: the model has {positions} positions "
             f"(max_position_embeddings); pass --seq-len {positions} or less"
         )
-
-
-def check_data_fits(model: Any, splits: Any) -> None:
-    """One forward pass on two test samples: data of the wrong shape for the model (or with
-    more classes than it outputs) is refused here, naming both, not minutes into the work."""
     inputs, _ = split_batch(first_batch(splits.loader("test", batch_size=2)))
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = run_model(model, inputs)
-    except PrunekitError:
-        raise
+            # Called as is: an encoder's output (hidden states, no logits) is fine here.
+            out = model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
     except Exception as err:
         detail = " ".join(f"{type(err).__name__}: {err}".split())
         raise PrunekitError(
@@ -259,12 +258,14 @@ def check_data_fits(model: Any, splits: Any) -> None:
         ) from None
     finally:
         model.train(was_training)
+    logits = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
     classes = getattr(splits, "num_classes", None)
-    wide = out.dim() == 2 and isinstance(classes, int) and classes > out.shape[-1]
-    if wide and not is_text(splits):
+    if is_text(splits) or not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        return
+    if isinstance(classes, int) and classes > logits.shape[-1]:
         raise PrunekitError(
-            f"--data {splits.name}: {classes} classes, but the model outputs {out.shape[-1]} "
-            f"per sample; pass data whose labels the model predicts"
+            f"--data {splits.name}: {classes} classes, but the model outputs "
+            f"{logits.shape[-1]} per sample; pass data whose labels the model predicts"
         )
 
 

@@ -11,7 +11,7 @@ import copy
 
 import typer
 
-from prunekit.cli.common import console, show
+from prunekit.cli.common import console, require, show
 from prunekit.data import load_data
 from prunekit.measure import compare
 from prunekit.measure.accuracy import top1_accuracy
@@ -26,6 +26,11 @@ def demo(
     epochs: int = typer.Option(3, help="Fine-tuning epochs after pruning."),
 ) -> None:
     """Train a digits CNN, prune it two ways, fine-tune, and show what it cost."""
+    require(epochs >= 1, "--epochs", epochs, "≥ 1")
+    configs = [
+        MagnitudeConfig(sparsity=sparsity, scope="global"),
+        TaylorConfig(sparsity=sparsity, scope="global", num_samples=512),
+    ]
     console.rule("[bold]prunekit demo")
     console.print("1. a small CNN on scikit-learn's 8×8 digits (trained on first use, then cached)")
     dense = pretrained("digits-cnn")
@@ -35,10 +40,6 @@ def demo(
     dense_acc = _acc(dense, test)
     console.print(f"   dense test accuracy: {dense_acc:.2%}")
 
-    configs = [
-        MagnitudeConfig(sparsity=sparsity, scope="global"),
-        TaylorConfig(sparsity=sparsity, scope="global", num_samples=512),
-    ]
     summary = []
     for step, config in enumerate(configs, start=2):
         name = config.method

@@ -7,20 +7,31 @@ batch of ``--data``, else of the dataset the model's source records (a builtin's
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 import typer
 
-from prunekit.cli.common import print_json, resolve_data, show
+from prunekit.cli.common import (
+    check_data_fits,
+    check_data_spec,
+    check_out_file,
+    print_json,
+    require,
+    resolve_data,
+    show,
+)
 from prunekit.data.batches import first_batch, split_batch
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 from prunekit.export import OPSET, QUANTIZE_MODES, export_onnx
+from prunekit.export.onnx import MIN_OPSET
 from prunekit.measure.onnx import onnx_latency
 from prunekit.models import load_model
 
 EXAMPLE_BATCH = 4
+MAX_EXAMPLE_VALUES = 1 << 26  # 256 MiB of float32
 
 
 def export(
@@ -61,9 +72,15 @@ def export(
         raise PrunekitError("--data and --input-shape: pass one of them, not both")
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise PrunekitError(
-            f"--quantize: expected one of {', '.join(QUANTIZE_MODES)}; got {quantize!r}"
+            f"--quantize: expected one of {', '.join(QUANTIZE_MODES)}; got {quote(quantize)}"
         )
     shape = parse_shape(input_shape) if input_shape is not None else None
+    require(opset >= MIN_OPSET, "--opset", opset, f"{MIN_OPSET} or newer")
+    require(atol >= 0, "--atol", atol, "≥ 0")
+    require(rtol >= 0, "--rtol", rtol, "≥ 0")
+    require(seq_len >= 2, "--seq-len", seq_len, "≥ 2")
+    check_data_spec(data)
+    check_out_file(onnx, "--onnx")
     net, source = load_model(model, weights=weights)
     if shape is not None:
         inputs = random_inputs(net, shape)
@@ -74,6 +91,7 @@ def export(
                 f"{model}: no dataset is on record for this model, so there is no example "
                 f"input; pass --data SPEC or --input-shape (e.g. 1,1,28,28)"
             )
+        check_data_fits(net, splits)
         inputs = split_batch(first_batch(splits.loader("test", batch_size=EXAMPLE_BATCH)))[0]
     report = export_onnx(
         net,
@@ -109,7 +127,12 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if len(shape) < 1 or any(n < 1 for n in shape):
         raise PrunekitError(
             f"--input-shape: expected positive integers separated by commas, batch first, "
-            f"e.g. 1,1,28,28; got {text!r}"
+            f"e.g. 1,1,28,28; got {quote(text)}"
+        )
+    if math.prod(shape) > MAX_EXAMPLE_VALUES:
+        raise PrunekitError(
+            f"--input-shape {quote(text)}: {math.prod(shape):,} values; an example input holds "
+            f"at most {MAX_EXAMPLE_VALUES:,}: use batch 1 and the model's own input size"
         )
     return shape
 

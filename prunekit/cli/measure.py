@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from prunekit.cli.common import is_text, print_json, resolve_data, show
+from prunekit.cli.common import (
+    check_data_fits,
+    check_data_spec,
+    is_text,
+    print_json,
+    require,
+    resolve_data,
+    show,
+)
 from prunekit.measure import measure as measure_model
 from prunekit.measure.tasks import text_metrics
 from prunekit.models import load_model
@@ -22,8 +30,12 @@ def measure(
 ) -> None:
     """Measure a model: accuracy (or perplexity on text), parameters, non-zeros, bytes, MACs,
     latency."""
+    require(seq_len >= 2, "--seq-len", seq_len, "≥ 2")
+    check_data_spec(data)
     net, source = load_model(model, weights=weights)
     splits = resolve_data(data, source, needed=False, model=net, seq_len=seq_len)
+    if splits is not None:
+        check_data_fits(net, splits)
     text = splits is not None and is_text(splits)
     test = splits.loader("test", batch_size=16 if text else 256) if splits else None
     result = measure_model(

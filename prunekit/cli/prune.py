@@ -12,18 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
 from prunekit.cli.common import (
+    check_data_fits,
+    check_data_spec,
+    check_out_dir,
     console,
     is_text,
     loaders,
+    output_dir,
     print_json,
+    require,
     resolve_data,
     show,
     write_reports,
 )
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 from prunekit.io import save
 from prunekit.measure import compare
 from prunekit.measure.accuracy import top1_accuracy
@@ -31,6 +35,7 @@ from prunekit.measure.tasks import text_metrics
 from prunekit.prune import prune_
 from prunekit.prune.schedule import SCHEDULES, make_schedule
 from prunekit.prune.structured import StructuredReport, prune_structured_
+from prunekit.recipe.bounded_yaml import load_yaml
 from prunekit.registry import get_method
 from prunekit.train import finetune_, teacher_copy
 
@@ -41,7 +46,9 @@ def prune(
     ),
     method: str = typer.Option(..., help="A registered pruning method (see `prunekit methods`)."),
     out: Path | None = typer.Option(
-        None, help="Output directory: model/, report.json, report.md (not with --dry-run)."
+        None,
+        help="Output directory: model/, report.json, report.md (not with --dry-run); new, empty "
+        "or an earlier prunekit output, which is replaced whole.",
     ),
     sparsity: float | None = typer.Option(
         None, help="Fraction of weights (structured: of channels or heads) removed, in [0, 1)."
@@ -112,12 +119,21 @@ def prune(
     fields.update({k: v for k, v in given.items() if v is not None})
     fields.update(parse_options(option or []))
     config = info.config(**fields)
+    require(schedule in SCHEDULES, "--schedule", schedule, f"one of {', '.join(SCHEDULES)}")
     plan = make_schedule(schedule)
+    require(finetune_epochs >= 0, "--finetune-epochs", finetune_epochs, "≥ 0 (0: no fine-tuning)")
+    require(lr > 0, "--lr", lr, "> 0")
+    require(batch_size >= 1, "--batch-size", batch_size, "≥ 1")
+    require(seq_len >= 2, "--seq-len", seq_len, "≥ 2")
     _check_structured_options(config, dry_run, out, finetune_epochs, schedule)
     if distill and finetune_epochs == 0:
         raise PrunekitError("--distill teaches while fine-tuning; add --finetune-epochs N (≥ 1)")
+    check_data_spec(data)
+    if out is not None and not dry_run:
+        check_out_dir(out)
     net, source = load_model(model, weights=weights)
     splits = resolve_data(data, source, needed=True, model=net, seq_len=seq_len)
+    check_data_fits(net, splits)
     text = is_text(splits)
     train, test = loaders(splits, 8 if text else batch_size, seed)
     if dry_run:
@@ -172,15 +188,16 @@ def prune(
             batch_sizes=(1, 8) if text else (1, 64),
         )
     report["comparison"] = comparison.to_dict()
-    save(
-        net,
-        out / "model",
-        source={**source, "pruned_with": config.to_dict()},
-        tokenizer=splits.tokenizer if text else None,
-    )
     title = f"# prunekit prune: {model}, {info.name}, {_amount(config)}\n\n"
     plan_md = f"```\n{plan_table}\n```\n\n" if plan_table else ""
-    write_reports(out, report, title + plan_md + comparison.to_markdown())
+    with output_dir(out) as staged:
+        save(
+            net,
+            staged / "model",
+            source={**source, "pruned_with": config.to_dict()},
+            tokenizer=splits.tokenizer if text else None,
+        )
+        write_reports(staged, report, title + plan_md + comparison.to_markdown())
     if json_out:
         print_json(report)
     else:
@@ -230,8 +247,8 @@ def parse_options(options: list[str]) -> dict[str, Any]:
     for item in options:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise PrunekitError(f"--set takes KEY=VALUE; got {item!r}")
-        fields[key.strip()] = yaml.safe_load(value)
+            raise PrunekitError(f"--set takes KEY=VALUE; got {quote(item)}")
+        fields[key.strip()] = load_yaml(value, what=f"--set {quote(key.strip())}")
     return fields
 
 

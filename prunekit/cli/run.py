@@ -13,11 +13,23 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from prunekit.cli.common import console, is_text, loaders, print_json, resolve_data, show
+from prunekit.cli.common import (
+    check_data_fits,
+    check_data_spec,
+    check_writable,
+    console,
+    is_text,
+    loaders,
+    print_json,
+    require,
+    resolve_data,
+    show,
+)
 from prunekit.cli.prune import parse_options
 from prunekit.errors import PrunekitError
 from prunekit.measure.tasks import text_metrics
 from prunekit.recipe import Evaluation, Recipe, run_recipe
+from prunekit.recipe.state import check_out
 
 # The WordNet retrieval task is builtin:minilm's benchmark; it runs once, in the final table.
 RETRIEVAL_QUERIES = {"minilm": 1000}
@@ -68,10 +80,16 @@ def run(
     plan = Recipe.from_yaml(recipe)
     if option:
         plan = plan.with_overrides(parse_options(option))
+    require(batch_size is None or batch_size >= 1, "--batch-size", batch_size, "≥ 1")
+    require(seq_len >= 2, "--seq-len", seq_len, "≥ 2")
+    check_data_spec(data)
     if resume and overwrite:
         raise PrunekitError("--resume and --overwrite exclude each other; pass one of them")
+    check_out(out, resume=resume, overwrite=overwrite)
+    check_writable(out, "--out", inside=True)
     net, source = load_model(model, weights=weights)
     splits = resolve_data(data, source, needed=True, model=net, seq_len=seq_len)
+    check_data_fits(net, splits)
     text = is_text(splits)
     train, test = loaders(splits, batch_size or (8 if text else 128), seed)
     identity: dict[str, Any] = {
@@ -100,6 +118,9 @@ def run(
             status.update(line)
             if finished:
                 screen.print(f"✓ {line}", highlight=False, markup=False, soft_wrap=True)
+            elif not screen.is_terminal:
+                # No spinner is drawn into a file: say when each step starts instead.
+                screen.print(line, highlight=False, markup=False, soft_wrap=True)
 
         report = run_recipe(
             plan,

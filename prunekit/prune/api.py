@@ -6,6 +6,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from torch import nn
+
 from prunekit.calibrate import LossFn
 from prunekit.config import PruneConfig
 from prunekit.errors import PrunekitError
@@ -39,6 +41,13 @@ def prune_(
     Everything is checked and scored before the first weight changes: if this raises, the
     model is as it was.
     """
+    if not isinstance(config, PruneConfig):
+        raise TypeError(
+            f"config: expected a pruning config such as prunekit.MagnitudeConfig(sparsity=0.5) "
+            f"(see prunekit.methods('prune')); got {type(config).__name__}"
+        )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
     if config.structured:
         return prune_structured_(
             model, config, data, example_inputs=example_inputs, loss_fn=loss_fn

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from prunekit.config import BaseConfig
+from prunekit.errors import PrunekitError, quote
 
 
 def agp_sparsity(
@@ -98,6 +99,8 @@ def make_schedule(schedule: str | Schedule | None) -> Schedule:
         return OneShot()
     if isinstance(schedule, str):
         if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
+            raise PrunekitError(
+                f"schedule must be one of {', '.join(SCHEDULES)}; got {quote(schedule)}"
+            )
         return SCHEDULES[schedule]()  # type: ignore[return-value]
     return schedule

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from prunekit.errors import quote
+from prunekit.recipe.bounded_yaml import load_yaml, read_text
 from prunekit.recipe.steps import RecipeError, Step, parse_step
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -35,7 +37,7 @@ class Recipe:
         if not isinstance(steps, list) or not steps:
             raise RecipeError(
                 f"steps: expected a non-empty list of steps such as `- prune: {{method: "
-                f"magnitude}}`; got {steps!r}",
+                f"magnitude}}`; got {quote(steps)}",
                 field="steps",
             )
         self.steps: tuple[Step, ...] = tuple(parse_step(i, s) for i, s in enumerate(steps, 1))
@@ -50,26 +52,22 @@ class Recipe:
         extra = [k for k in data if k != "steps"]
         if extra:
             raise RecipeError(
-                f"unknown top-level key {extra[0]!r}; a recipe has one key, steps", field=extra[0]
+                f"unknown top-level key {quote(extra[0])}; a recipe has one key, steps",
+                field=extra[0],
             )
         return cls(data.get("steps"))
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> Recipe:
         """From a YAML file (a ``Path``, or a string naming a ``.yaml``/``.yml`` file) or from
-        YAML text; read with ``yaml.safe_load``."""
+        YAML text; read as ``yaml.safe_load`` does, within the bounds of
+        :mod:`prunekit.recipe.bounded_yaml` (1 MiB, aliases expanding to at most 10,000
+        values)."""
         if isinstance(source, Path) or (
             "\n" not in source and source.strip().endswith(YAML_SUFFIXES)
         ):
-            path = Path(source)
-            if not path.is_file():
-                raise RecipeError(f"recipe: no such file {str(path)!r}")
-            source = path.read_text(encoding="utf-8")
-        try:
-            data = yaml.safe_load(source)
-        except yaml.YAMLError as err:
-            raise RecipeError(f"recipe: not valid YAML: {' '.join(str(err).split())}") from None
-        return cls.from_dict(data)
+            source = read_text(Path(source))
+        return cls.from_dict(load_yaml(source))
 
     def to_dict(self) -> dict[str, Any]:
         """``{"steps": [{verb: fields}, ...]}`` with every default filled in."""
@@ -96,13 +94,16 @@ class Recipe:
         steps = [s.to_dict() for s in self.steps]
         for key, value in overrides.items():
             number, sep, name = str(key).partition(".")
-            if not sep or not number.isdigit() or not name:
-                raise RecipeError(f"override {key!r}: expected STEP.FIELD such as 2.epochs")
-            if not 1 <= int(number) <= len(steps):
+            if not sep or not number.isdecimal() or not name:
+                raise RecipeError(f"override {quote(key)}: expected STEP.FIELD such as 2.epochs")
+            # int() refuses numbers over 4,300 digits; any that long is out of range anyway.
+            index = int(number) if len(number) <= 9 else 0
+            if not 1 <= index <= len(steps):
                 raise RecipeError(
-                    f"override {key!r}: the recipe has steps 1..{len(steps)}; got step {number}"
+                    f"override {quote(key)}: the recipe has steps 1..{len(steps)}; got step "
+                    f"{quote(number)}"
                 )
-            ((_, fields),) = steps[int(number) - 1].items()
+            ((_, fields),) = steps[index - 1].items()
             fields[name] = value
         return Recipe(steps)
 

@@ -133,6 +133,11 @@ def run_recipe(
         _reseed(seeds, 0)
 
     say("measuring before/after…", False)
+    # The order state.py documents: a report.json always describes the model/ beside it.
+    if state.data["complete"]:
+        state.set_complete(False)
+    for name in ("report.json", "report.md"):
+        (out / name).unlink(missing_ok=True)
     save(current, out / "model", source=source, tokenizer=tokenizer)
     comparison = compare(
         model, current, eval_data, example_inputs=ctx.example_inputs,
@@ -149,8 +154,8 @@ def run_recipe(
         seconds=time.perf_counter() - start,
         model=current,
     )
-    write_json_atomic(out / "report.json", result.to_dict())
     write_text_atomic(out / "report.md", result.to_markdown(_title(identity)).rstrip() + "\n")
+    write_json_atomic(out / "report.json", result.to_dict())
     state.set_complete()
     return result
 

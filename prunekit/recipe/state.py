@@ -11,7 +11,11 @@ Layout of ``DIR``::
 then ``os.replace``), and a step directory appears by one rename of a complete temporary one
 just before the state lists it. A directory under ``steps/`` that the state does not list (a
 half-written step, or one that finished a moment before the state could record it) is removed
-when the run resumes, and that step runs again.
+when the run resumes, and that step runs again; so are the temporary files of a killed write.
+
+The final outputs are written in one order: earlier reports removed, ``model/``, ``report.md``,
+``report.json``, then ``complete`` in the state. A ``report.json`` therefore always describes
+the ``model/`` beside it, and ``complete`` says both are there.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit.errors import quote
 from prunekit.recipe.steps import RecipeError
 
 log = logging.getLogger(__name__)
@@ -90,26 +95,14 @@ class RunState:
         earlier run (which is deleted). With ``resume``, the earlier run's fingerprint (recipe,
         model weights, data and settings) must equal ``fingerprint``.
         """
-        if resume and overwrite:
-            raise RecipeError("resume and overwrite exclude each other; pass one of them")
         state_file = out / STATE
-        occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
-        if occupied and not state_file.is_file():
-            raise RecipeError(
-                f"out: {str(out)!r} exists and holds no prunekit run (no {STATE}); choose a new "
-                f"or empty directory"
-            )
-        if occupied and not resume:
-            if not overwrite:
-                raise RecipeError(
-                    f"out: {str(out)!r} holds an earlier run; pass --resume to continue it or "
-                    f"--overwrite to delete it and start over"
-                )
+        if check_out(out, resume=resume, overwrite=overwrite) and not resume:
             shutil.rmtree(out)
         if resume and state_file.is_file():
             state = cls(out, fingerprint, cls._read(state_file))
             state._check_fingerprint()
             state._drop_unfinished()
+            state._drop_temporary_files()
             return state
         if resume:
             log.info("resume: %s holds no earlier run; starting from the first step", out)
@@ -162,6 +155,12 @@ class RunState:
                 else:
                     entry.unlink()
 
+    def _drop_temporary_files(self) -> None:
+        # What write_json_atomic/write_text_atomic leave when the process is killed mid-write.
+        for leftover in self.out.glob(".*.tmp"):
+            if leftover.is_file():
+                leftover.unlink()
+
     @property
     def finished(self) -> list[dict[str, Any]]:
         return self.data["finished"]
@@ -195,12 +194,34 @@ class RunState:
         self.finished.append(entry)
         self.save()
 
-    def set_complete(self) -> None:
-        self.data["complete"] = True
+    def set_complete(self, complete: bool = True) -> None:
+        self.data["complete"] = complete
         self.save()
 
     def save(self) -> None:
         write_json_atomic(self.out / STATE, self.data)
+
+
+def check_out(out: Path, *, resume: bool, overwrite: bool) -> bool:
+    """Whether ``out`` holds an earlier run, or RecipeError if a run may not start there:
+    ``out`` must be missing or empty, or hold an earlier run and ``resume`` or ``overwrite``
+    be set. Reads only, so it can run before any work."""
+    if resume and overwrite:
+        raise RecipeError("resume and overwrite exclude each other; pass one of them")
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"out: {quote(str(out), 200)} is a file; choose a new or empty directory")
+    occupied = out.is_dir() and any(out.iterdir())
+    if occupied and not (out / STATE).is_file():
+        raise RecipeError(
+            f"out: {quote(str(out), 200)} exists and holds no prunekit run (no {STATE}); choose "
+            f"a new or empty directory"
+        )
+    if occupied and not (resume or overwrite):
+        raise RecipeError(
+            f"out: {quote(str(out), 200)} holds an earlier run; pass --resume to continue it or "
+            f"--overwrite to delete it and start over"
+        )
+    return occupied
 
 
 def _short(value: Any) -> str:

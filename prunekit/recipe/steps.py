@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from prunekit.config import BaseConfig
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 from prunekit.prune.methods.calibrated import CalibratedConfig
 from prunekit.prune.schedule import SCHEDULES
 from prunekit.registry import MethodInfo, methods
@@ -48,7 +48,7 @@ class PruneOptions(BaseConfig):
     @classmethod
     def _known_schedule(cls, v: str) -> str:
         if v not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {v!r}")
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {quote(v)}")
         return v
 
     @model_validator(mode="after")
@@ -91,7 +91,7 @@ class ExportOptions(BaseConfig):
         if not inside or path.suffix != ".onnx":
             raise ValueError(
                 f"onnx must be a relative path ending in .onnx inside the output directory "
-                f"(e.g. model.onnx); got {v!r}"
+                f"(e.g. model.onnx); got {quote(v)}"
             )
         return v
 
@@ -177,20 +177,20 @@ def parse_step(index: int, raw: Any) -> Step:
     if not isinstance(raw, dict) or len(raw) != 1:
         raise RecipeError(
             f"step {index}: expected one verb with its fields, such as "
-            f"`- prune: {{method: magnitude, sparsity: 0.9}}`; got {raw!r}",
+            f"`- prune: {{method: magnitude, sparsity: 0.9}}`; got {quote(raw)}",
             index,
         )
     ((verb, body),) = raw.items()
     if verb not in VERBS:
         raise RecipeError(
-            f"step {index}: unknown verb {verb!r}{_close(str(verb), VERBS)}; choose one of: "
+            f"step {index}: unknown verb {quote(verb)}{_close(verb, VERBS)}; choose one of: "
             f"{', '.join(VERBS)}",
             index,
         )
     body = {} if body is None else body
     if not isinstance(body, dict):
         raise RecipeError(
-            f"step {index} ({verb}): expected a mapping of fields (e.g. {{}}); got {body!r}",
+            f"step {index} ({verb}): expected a mapping of fields (e.g. {{}}); got {quote(body)}",
             index,
             verb,
         )
@@ -207,7 +207,7 @@ def parse_step(index: int, raw: Any) -> Step:
         if key not in own | theirs:
             accepted = sorted(own | theirs | ({"method"} if info else set()))
             raise RecipeError(
-                f"step {index} ({label}): unknown field {key!r}{_close(str(key), accepted)}; "
+                f"step {index} ({label}): unknown field {quote(key)}{_close(key, accepted)}; "
                 f"accepted fields: {', '.join(accepted)}",
                 index,
                 verb,
@@ -236,9 +236,9 @@ def _method(index: int, verb: str, spec: Verb, name: Any) -> MethodInfo:
     if not isinstance(name, str) or name not in known:
         other = {m.name: m.kind for m in methods()}.get(name) if isinstance(name, str) else None
         why = f"is a {other} method, not a {spec.kind} method" if other else "is not registered"
-        hint = "" if other else _close(str(name), known)
+        hint = "" if other else _close(name, known)
         raise RecipeError(
-            f"step {index} ({verb}): method {name!r} {why}{hint}; choose one of: "
+            f"step {index} ({verb}): method {quote(name)} {why}{hint}; choose one of: "
             f"{', '.join(known)}",
             index, verb, "method",
         )  # fmt: skip
@@ -260,8 +260,8 @@ def _validate(
         first = err.errors()[0]
         field = ".".join(str(x) for x in first["loc"])
         msg = str(first["msg"]).removeprefix("Value error, ")
-        where = f"field {field!r}: " if field else ""
-        got = f"; got {first['input']!r}" if field and "got" not in msg else ""
+        where = f"field {quote(field)}: " if field else ""
+        got = f"; got {quote(first['input'])}" if field and "got" not in msg else ""
         if field == "pattern" and isinstance(first["input"], int):
             got += " (YAML reads an unquoted N:M as a number: write pattern: '2:4')"
         more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
@@ -292,6 +292,9 @@ def _check_combination(step: Step) -> None:
         )  # fmt: skip
 
 
-def _close(word: str, choices: Any) -> str:
+def _close(word: Any, choices: Any) -> str:
+    # Only a word can be a typo of one; a long one would only slow difflib down.
+    if not isinstance(word, str) or len(word) > 100:
+        return ""
     match = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""

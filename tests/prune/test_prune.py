@@ -159,6 +159,20 @@ def test_failed_prune_leaves_the_model_untouched(model_name, config, data, messa
     assert model.training == mode
 
 
+@pytest.mark.parametrize(
+    ("model", "config", "message"),
+    [
+        (nn.Linear(4, 4), None, "config: expected a pruning config .* got NoneType"),
+        (nn.Linear(4, 4), {"sparsity": 0.5}, "config: expected a pruning config .* got dict"),
+        (nn.Linear(4, 4), pk.KMeansConfig(), "config: .* got KMeansConfig"),
+        ("model", pk.MagnitudeConfig(), "model: expected a torch.nn.Module; got str"),
+    ],
+)
+def test_a_wrong_argument_type_is_a_type_error_naming_it(model, config, message):
+    with pytest.raises(TypeError, match=message):
+        pk.prune_(model, config)
+
+
 def test_model_without_prunable_layers_is_rejected():
     model = nn.Sequential(nn.ReLU(), nn.BatchNorm1d(4))
     with pytest.raises(pk.PrunekitError, match="no prunable layer"):

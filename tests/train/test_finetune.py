@@ -142,3 +142,20 @@ def test_a_causal_lm_trains_on_its_own_shifted_loss_and_prunes_with_taylor():
     assert report.sparsity == pytest.approx(0.3, abs=1e-3)
     pk.finetune_(model, batches, epochs=8, lr=3e-3, progress=False)
     assert perplexity(model, batches) < before / 4  # the model's own (shifted) loss was used
+
+
+def test_progress_is_logged_per_epoch_and_within_long_epochs(caplog, monkeypatch):
+    # Where no bar is drawn (output to a file) these lines are the progress the CLI shows.
+    import prunekit.train.loop as loop
+
+    monkeypatch.setattr(loop, "PROGRESS_SECONDS", -1.0)  # every batch counts as a long wait
+    model, batches = zoo.build("mlp")
+    with caplog.at_level("INFO", logger="prunekit.train.loop"):
+        pk.finetune_(model, batches, epochs=2, eval_data=batches, progress=False)
+    lines = [r.getMessage() for r in caplog.records]
+    within = [line for line in lines if line.startswith("epoch 1/2: batch ")]
+    assert len(within) == len(batches)
+    assert within[-1].startswith(f"epoch 1/2: batch {len(batches) - 1}/{len(batches)}, loss ")
+    ends = [line for line in lines if "train_loss" in line]
+    assert len(ends) == 2 and ends[0].startswith("epoch 1/2: train_loss ")
+    assert "eval_accuracy" in ends[1] and "{" not in ends[1]
