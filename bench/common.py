@@ -34,10 +34,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """``results/NAME.json`` and ``results/NAME.md``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    js, md = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
+def write(
+    name: str, payload: dict[str, Any], markdown: str, folder: Path = RESULTS
+) -> tuple[Path, Path]:
+    """``results/NAME.json`` and ``results/NAME.md`` (or in ``folder``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    js, md = folder / f"{name}.json", folder / f"{name}.md"
     js.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     md.write_text(markdown.rstrip() + "\n")
     return js, md

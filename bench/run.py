@@ -10,6 +10,7 @@ from bench import (
     auto,
     deep_compression,
     distill,
+    fuzz,
     minilm_structured,
     oneshot,
     onnx,
@@ -30,3 +31,4 @@ if __name__ == "__main__":
     distill.main([])
     recipes.main([])
     auto.main([])
+    fuzz.main([])

@@ -64,7 +64,7 @@ from prunekit.artifact.manifest import (
 )
 from prunekit.artifact.source import check_source, rebuild
 from prunekit.atomic import staged_dir
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 from prunekit.io_structure import (
     check_record_fits,
     hf_config_updates,
@@ -335,8 +335,8 @@ def _check_names(
     if missing or unexpected:
         raise PrunekitError(
             f"{path}: the model's tensors differ from the artifact's: missing in the model "
-            f"{missing[:5]}, not in the artifact {unexpected[:5]}; pass the architecture it "
-            f"was saved from"
+            f"{quote(missing[:5], 300)}, not in the artifact {quote(unexpected[:5], 300)}; pass "
+            f"the architecture it was saved from"
         )
 
 
@@ -346,12 +346,12 @@ def _check_shapes(model: nn.Module, tensors: dict[str, Any], path: Path) -> None
         expected, received = entry["shape"], list(state[name].shape)
         if expected != received:
             raise PrunekitError(
-                f"{path}: tensor {name!r} has shape {expected} in the artifact but {received} "
+                f"{path}: tensor {quote(name)} has shape {expected} in the artifact but {received} "
                 f"in the model passed; build the model with the saved configuration"
             )
         if dtype_of(entry) != state[name].dtype:
             raise PrunekitError(
-                f"{path}: tensor {name!r} is {entry['dtype']} in the artifact but "
+                f"{path}: tensor {quote(name)} is {entry['dtype']} in the artifact but "
                 f"{str(state[name].dtype).removeprefix('torch.')} in the model passed; convert "
                 f"the model (e.g. .to(torch.{entry['dtype']})) before loading"
             )

@@ -23,8 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 from prunekit.prune.structured.shrink import (
+    HEAD_COUNT_ATTRS,
+    SIZE_ATTRS,
     STRUCTURE_ATTR,
     implied_shapes,
     replay_,
@@ -119,7 +121,7 @@ def original_shapes(
                 isinstance(v, list) and all(isinstance(d, int) and d >= 0 for d in v)
                 for v in saved.values()
             ):
-                raise PrunekitError(f"{path}: swaps[{name!r}].shapes is malformed; re-save it")
+                raise PrunekitError(f"{path}: swaps[{quote(name)}].shapes is malformed; re-save it")
             out.update({prefix + k: tuple(v) for k, v in saved.items()})
             continue
         layer = modules.get(name)
@@ -169,27 +171,45 @@ def restored_on_error(model: nn.Module, record: list[dict[str, Any]]) -> Iterato
 
 def check_record_fits(model: nn.Module, record: list[dict[str, Any]], path: Path) -> None:
     """Every module and attribute the record names exists in ``model``, and every recorded
-    value is a size: surgery records only integer (or tuple) attributes, so a record setting
-    anything else (``forward``, ``__class__``) is damaged, never replayed."""
+    value is a size: surgery records only layer sizes and head counts, each at most the dense
+    model's (pruning only removes), so a record setting anything else (``forward``,
+    ``__class__``, a Flatten's ``start_dim``, a convolution's ``padding``) or growing a layer
+    is damaged, never replayed."""
     modules = dict(model.named_modules(remove_duplicate=False))
     for entry in record:
         module = modules.get(entry["module"])
         if module is None or not hasattr(module, entry["attr"]):
-            where = entry["module"] or "the model"
+            name = entry["module"]
+            where = (name if len(name) <= 80 else name[:79] + "…") or "the model"
             raise PrunekitError(
                 f"{path}: the artifact was pruned from a model where {where} has "
-                f"{entry['attr']!r}; the model passed has no such module or attribute; pass "
+                f"{quote(entry['attr'])}; the model passed has no such module or attribute; pass "
                 f"the architecture it was saved from"
             )
         current, value = getattr(module, entry["attr"]), entry["value"]
-        sizes = isinstance(value, int) or (
-            isinstance(value, list) and all(isinstance(v, int) for v in value)
-        )
-        if entry["attr"].startswith("_") or not isinstance(current, int | tuple) or not sizes:
+        recorded = entry["attr"] in SIZE_ATTRS or entry["attr"] in HEAD_COUNT_ATTRS
+        if not recorded or not _pruned_size(value, current):
             raise PrunekitError(
-                f"{path}: the structure record sets {entry['module']!r}.{entry['attr']} to "
-                f"{value!r}, which is not a layer size; the artifact is corrupted"
+                f"{path}: the structure record sets {quote(entry['module'] + '.' + entry['attr'])}"
+                f" to {quote(value)}, which is not a layer size; the artifact is corrupted"
             )
+
+
+def _pruned_size(value: Any, dense: Any) -> bool:
+    """Whether ``value`` (from JSON) is a size a pruned layer can have where the dense one has
+    ``dense``: a non-negative integer no larger, or such a list for a tuple."""
+
+    def size(v: Any, limit: Any) -> bool:
+        is_int = isinstance(v, int) and not isinstance(v, bool)
+        return is_int and isinstance(limit, int) and not isinstance(limit, bool) and 0 <= v <= limit
+
+    if isinstance(dense, tuple):
+        return (
+            isinstance(value, list)
+            and len(value) == len(dense)
+            and all(size(v, d) for v, d in zip(value, dense, strict=True))
+        )
+    return size(value, dense)
 
 
 def replay(
@@ -206,8 +226,9 @@ def replay(
             len(shape) != dense.dim() or any(a > b for a, b in zip(shape, dense.shape, strict=True))
         ):
             raise PrunekitError(
-                f"{path}: tensor {name!r} has shape {list(shape)} in the artifact, not a pruned "
-                f"{list(dense.shape)} of the model's; pass the architecture it was saved from"
+                f"{path}: tensor {quote(name)} has shape {quote(list(shape))} in the artifact, "
+                f"not a pruned {list(dense.shape)} of the model's; pass the architecture it was "
+                f"saved from"
             )
     replay_(model, {name: tuple(shape) for name, shape in shapes.items()}, record)
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 
 SWAPS_ATTR = "_prunekit_swaps"
 # Set by structured pruning (``prunekit.prune.structured.shrink``); read here by name so that
@@ -110,14 +110,14 @@ def replay_swaps_(model: nn.Module, record: list[dict[str, Any]]) -> None:
         kind, name = entry.get("kind"), entry.get("module")
         if kind not in _BUILDERS:
             raise PrunekitError(
-                f"the artifact swaps {name!r} for a {kind!r} module, which this prunekit version "
-                f"does not know; known: {', '.join(sorted(_BUILDERS)) or 'none'}"
+                f"the artifact swaps {quote(name)} for a {quote(kind)} module, which this "
+                f"prunekit version does not know; known: {', '.join(sorted(_BUILDERS)) or 'none'}"
             )
         try:
             original = model.get_submodule(name)
         except AttributeError:
             raise PrunekitError(
-                f"the artifact swaps module {name!r}, which the model does not have"
+                f"the artifact swaps module {quote(name)}, which the model does not have"
             ) from None
         swap_(model, name, _BUILDERS[kind](original, entry.get("args") or {}), kind,
               entry.get("args") or {})  # fmt: skip

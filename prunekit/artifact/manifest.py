@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 
 FORMAT = "prunekit-artifact"
 # 3: the manifest carries its own checksum (``manifest_sha256``), so an edited manifest is
@@ -39,6 +39,7 @@ MAX_MANIFEST_BYTES = 64 << 20
 MAX_TENSORS = 1 << 20
 MAX_DIMS = 16
 MAX_NUMEL = 1 << 48
+MAX_NAME = 255  # characters in a file name
 # A model is refused when it would decode to over 1 GiB and over 4096 times the artifact's
 # bytes: real weights, even 99.9% pruned, stay far below that, zero-filled claims do not.
 MAX_EXPANSION, EXPANSION_FLOOR = 4096, 1 << 30
@@ -66,7 +67,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     version = manifest.get("format_version")
     if not _is_int(version) or not 1 <= version <= FORMAT_VERSION:
         raise PrunekitError(
-            f"{file}: format_version {version!r} is not readable by this prunekit "
+            f"{file}: format_version {quote(version)} is not readable by this prunekit "
             f"(reads 1 to {FORMAT_VERSION}); upgrade prunekit"
         )
     sealed = CHECKSUM in manifest or version >= 3
@@ -80,7 +81,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
             raise PrunekitError(f"{file}: field {key!r} is missing or malformed; re-save it")
     manifest.setdefault("storage", "plain")
     if not isinstance(manifest["storage"], str) or manifest["storage"] not in STORAGES:
-        raise PrunekitError(f"{file}: storage {manifest['storage']!r} is not one of {[*STORAGES]}")
+        raise PrunekitError(
+            f"{file}: storage {quote(manifest['storage'])} is not one of {[*STORAGES]}"
+        )
     _check_tensors(file, manifest["tensors"], manifest["storage"])
     _check_files(file, manifest["files"])
     swaps = manifest.get("swaps", [])
@@ -144,7 +147,7 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
     for name, info in manifest["files"].items():
         file = path / name
         if not file.is_file():
-            raise PrunekitError(f"{path}: {name} is missing; the artifact is incomplete")
+            raise PrunekitError(f"{path}: {quote(name)} is missing; the artifact is incomplete")
         size, digest = info.get("bytes"), info.get("sha256")
         if (size is not None and file.stat().st_size != size) or (
             digest is not None and sha256(file) != digest
@@ -169,29 +172,34 @@ def _check_tensors(file: Path, tensors: dict[str, Any], storage: str) -> None:
     for name, entry in tensors.items():
         problem = _tensor_problem(entry, tensors, storage)
         if problem:
-            raise PrunekitError(f"{file}: tensor {name!r}: {problem}; the artifact is corrupted")
+            raise PrunekitError(
+                f"{file}: tensor {quote(name)}: {problem}; the artifact is corrupted"
+            )
 
 
 def _tensor_problem(entry: Any, tensors: dict[str, Any], storage: str) -> str | None:
     if not isinstance(entry, dict):
         return "entry is not an object"
     if not isinstance(entry.get("dtype"), str) or entry["dtype"] not in DTYPES:
-        return f"dtype {entry.get('dtype')!r} is not one of {', '.join(DTYPES)}"
+        return f"dtype {quote(entry.get('dtype'))} is not one of {', '.join(DTYPES)}"
     shape = entry.get("shape")
     if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(map(_is_size, shape)):
-        return f"shape {shape!r} is not a list of at most {MAX_DIMS} sizes"
+        return f"shape {quote(shape)} is not a list of at most {MAX_DIMS} sizes"
     numel = math.prod(shape)
     if numel > MAX_NUMEL:
         return f"shape {shape} has more than {MAX_NUMEL} elements"
     entry.setdefault("numel", numel)
     if entry["numel"] != numel or not _is_size(entry.get("nonzeros", 0)):
-        return f"numel {entry['numel']!r} or nonzeros {entry.get('nonzeros')!r} do not fit {shape}"
+        return (
+            f"numel {quote(entry['numel'])} or nonzeros {quote(entry.get('nonzeros'))} do not "
+            f"fit {shape}"
+        )
     if "tied_to" in entry:
         owner = tensors.get(entry["tied_to"]) if isinstance(entry["tied_to"], str) else None
         if not isinstance(owner, dict) or "tied_to" in owner:
-            return f"tied_to {entry['tied_to']!r} names no stored tensor"
+            return f"tied_to {quote(entry['tied_to'])} names no stored tensor"
         if owner.get("dtype") != entry["dtype"] or owner.get("shape") != shape:
-            return f"tied to {entry['tied_to']!r}, whose dtype or shape differs"
+            return f"tied to {quote(entry['tied_to'])}, whose dtype or shape differs"
         return None
     if storage == "plain":
         return None if entry.get("encoding", "dense") == "dense" else "plain storage is dense"
@@ -205,11 +213,16 @@ def _tensor_problem(entry: Any, tensors: dict[str, Any], storage: str) -> str | 
 def _check_files(file: Path, files: dict[str, Any]) -> None:
     for name, info in files.items():
         # Only plain names: a listed "../x" must not make load read outside the artifact.
-        simple = isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+        simple = (
+            isinstance(name, str)
+            and name not in ("", ".", "..")
+            and "/" not in name
+            and len(name) <= MAX_NAME  # longer ones make the file system raise, not answer
+        )
         if not simple or "\\" in name or not isinstance(info, dict):
-            raise PrunekitError(f"{file}: files entry {name!r} is malformed; re-save it")
+            raise PrunekitError(f"{file}: files entry {quote(name)} is malformed; re-save it")
         if not _is_size(info.get("bytes", 0)) or not isinstance(info.get("sha256", ""), str):
-            raise PrunekitError(f"{file}: files entry {name!r} is malformed; re-save it")
+            raise PrunekitError(f"{file}: files entry {quote(name)} is malformed; re-save it")
 
 
 def _is_swap(entry: Any) -> bool:

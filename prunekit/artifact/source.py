@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from prunekit.artifact.manifest import check_expansion, dtype_of
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 from prunekit.io_structure import changed_builtin_source
 
 
@@ -74,14 +74,14 @@ def rebuild(manifest: dict[str, Any], path: Path, structured: bool) -> nn.Module
     if source.get("kind") != "builtin" or not isinstance(source.get("name"), str):
         what = source.get("class") or source.get("kind")
         raise PrunekitError(
-            f"{path}: the model ({what}) is not a built-in one, so prunekit cannot rebuild it; "
-            f"pass model=YourClass() to pk.load"
+            f"{path}: the model {quote(what)} is not a built-in one, so prunekit cannot "
+            f"rebuild it; pass model=YourClass() to pk.load"
         )
     from prunekit.models import build
 
     kwargs = source.get("kwargs") or {}
     if not isinstance(kwargs, dict):
-        raise PrunekitError(f"{path}: source.kwargs must be a dict; got {kwargs!r}")
+        raise PrunekitError(f"{path}: source.kwargs must be a dict; got {quote(kwargs)}")
     _probe_size(path, lambda: build(source["name"], **kwargs))
     return build(source["name"], **kwargs)
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from prunekit.artifact import bitpack, streams
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 
 LAYOUTS = ("dense", "bitmask", "relative")
 GAP_BITS = (4, 5, 8)
@@ -95,10 +95,10 @@ def decode(
     width = torch.empty((), dtype=dtype).element_size()
     layout, mode = entry.get("encoding"), entry.get("values")
     if layout not in LAYOUTS:
-        raise PrunekitError(f"unknown encoding {layout!r} (knows {', '.join(LAYOUTS)})")
+        raise PrunekitError(f"unknown encoding {quote(layout)} (knows {', '.join(LAYOUTS)})")
     expected_mode = ("int",) if is_int(dtype) else ("planes", "raw")
     if mode not in expected_mode:
-        raise PrunekitError(f"values {mode!r} do not fit dtype {dtype}")
+        raise PrunekitError(f"values {quote(mode)} do not fit dtype {dtype}")
     specs = _stream_specs(entry, len(payload))
     n_head = 0 if layout == "dense" else 1
     n_values = width if mode == "planes" else 1
@@ -247,11 +247,13 @@ def _stream_specs(entry: dict[str, Any], size: int) -> list[dict[str, int | str]
         raise PrunekitError("streams must be a list of 1..17 stream descriptions")
     for spec in specs:
         if not isinstance(spec, dict) or not isinstance(spec.get("codec"), str):
-            raise PrunekitError(f"malformed stream description {spec!r}")
+            raise PrunekitError(f"malformed stream description {quote(spec)}")
         for key in ("bits", "count", "bytes"):
             value = spec.get(key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise PrunekitError(f"stream {key} must be a non-negative integer; got {value!r}")
+                raise PrunekitError(
+                    f"stream {key} must be a non-negative integer; got {quote(value)}"
+                )
     if sum(s["bytes"] for s in specs) != size:
         raise PrunekitError(f"streams declare {sum(s['bytes'] for s in specs)} bytes; the "
                             f"file holds {size}")  # fmt: skip
@@ -290,7 +292,7 @@ def _decode_values(
     info = torch.iinfo(dtype) if dtype is not torch.bool else None
     low, high = (info.min, info.max) if info else (0, 1)
     if not isinstance(offset, int) or isinstance(offset, bool) or not low <= offset <= high:
-        raise PrunekitError(f"offset {offset!r} is outside {dtype}'s range")
+        raise PrunekitError(f"offset {quote(offset)} is outside {dtype}'s range")
     symbols = _decode(specs[0], chunks[0], bits=tuple(range(8 * width + 1)), count=count)
     unsigned = (symbols.astype(np.uint64) + np.uint64(offset % (1 << 8 * width))) & np.uint64(
         _ones(width)

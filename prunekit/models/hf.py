@@ -4,7 +4,9 @@ A folder is data: ``trust_remote_code=False`` on every transformers call, so a c
 with an ``auto_map`` (a model that needs the folder's own Python) is refused, never imported,
 and never prompts. What config.json asks to build is sized first (:func:`check_config_size`):
 layer counts within bounds, and the parameters, counted on the meta device, within what the
-folder's weights and the machine's memory can hold.
+folder's weights and the machine's memory can hold; values transformers accepts but a layer
+would trip over at its first forward (a type other than the default's, NaN, a negative head
+count) are refused there too.
 
 Decoders (``config.is_decoder``, an architecture ending in ``ForCausalLM``/``LMHeadModel``, or a
 known decoder ``model_type``) load with ``AutoModelForCausalLM``, so they carry their LM head
@@ -14,6 +16,8 @@ and compute their own loss from ``labels``; other models load as the transformer
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -24,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 
 DECODER_TYPES = frozenset(
     {
@@ -61,6 +65,7 @@ MAX_LAYERS = 1024
 # from_pretrained fills the model from the folder's weights: a config that builds far more than
 # they hold (beyond tied copies and a fresh task head) is refused before it is built.
 MAX_WEIGHTS_RATIO, WEIGHTS_SLACK = 4, 256 << 20
+MAX_CONFIG_BYTES, MAX_LABELS = 16 << 20, 1 << 20
 NO_CODE = {"trust_remote_code": False, "local_files_only": True}
 
 
@@ -89,8 +94,7 @@ def is_decoder(config: Any) -> bool:
     """Whether a transformers config describes a causal (decoder-only) language model."""
     if getattr(config, "is_decoder", False):
         return True
-    architectures = getattr(config, "architectures", None) or []
-    if any(name.endswith(DECODER_SUFFIXES) for name in architectures):
+    if any(name.endswith(DECODER_SUFFIXES) for name in _architectures(config)):
         return True
     return getattr(config, "model_type", None) in DECODER_TYPES
 
@@ -118,9 +122,10 @@ def load_hf_model(path: str | Path, class_name: str | None = None) -> nn.Module:
     )
     try:
         model = cls.from_pretrained(str(folder), **NO_CODE)
-    except (OSError, ValueError, RuntimeError) as err:
+    except Exception as err:  # the folder is data: any way it fails to load is a bad folder
         raise PrunekitError(
-            f"hf: cannot load the {config.model_type} model in {folder} as {cls.__name__}: {err}"
+            f"hf: cannot load the {config.model_type} model in {folder} as {cls.__name__} "
+            f"({type(err).__name__}: {_clip(err, 300)})"
         ) from err
     return model.eval()
 
@@ -205,14 +210,37 @@ def _folder(path: str | Path) -> Path:
 
 
 def _config(transformers: ModuleType, folder: Path) -> Any:
+    _check_label_count(folder)
+    # A value of the wrong type fails anywhere in transformers' config code (its validators,
+    # its repr, to_dict): every failure to read the file, up to a dict again, is a bad file.
     try:
-        return transformers.AutoConfig.from_pretrained(str(folder), **NO_CODE)
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        config = transformers.AutoConfig.from_pretrained(str(folder), **NO_CODE)
+        config.to_dict()
+    except Exception as err:
         raise PrunekitError(
-            f"hf: {folder}/config.json cannot be read ({type(err).__name__}: "
-            f"{' '.join(str(err).split())[:300]}); prunekit never runs a folder's own code "
-            f"(auto_map), so only architectures transformers ships load"
+            f"hf: {folder}/config.json cannot be read ({type(err).__name__}: {_clip(err, 300)}); "
+            f"prunekit never runs a folder's own code (auto_map), so only architectures "
+            f"transformers ships load"
         ) from None
+    return config
+
+
+def _check_label_count(folder: Path) -> None:
+    # transformers makes a label name for each of num_labels while reading the config, before
+    # anything can be sized: 10**30 labels fill any memory.
+    file = folder / "config.json"
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise PrunekitError(f"hf: {file} is over {MAX_CONFIG_BYTES:,} bytes; not a config")
+    try:
+        labels = json.loads(file.read_text(encoding="utf-8")).get("num_labels")
+    except (ValueError, RecursionError, AttributeError):
+        return  # not a JSON object: transformers says so
+    if labels is not None and (
+        not isinstance(labels, int) or isinstance(labels, bool) or not 0 <= labels <= MAX_LABELS
+    ):
+        raise PrunekitError(
+            f"hf: {file} asks for num_labels={quote(labels)}; at most {MAX_LABELS:,} labels"
+        )
 
 
 def check_config_size(
@@ -224,14 +252,28 @@ def check_config_size(
 ) -> int:
     """Bytes of the parameters and buffers ``config`` builds (floating-point ones in ``dtype``,
     default: the config's own), counted on the meta device (no memory, no initialisation),
-    after bounding its layer counts. Refuses a config that cannot be built, one needing more
-    than ``max_bytes`` or than the memory available."""
-    for key, value in _layer_counts(config.to_dict()):
+    after bounding its layer counts and checking its values (:func:`_value_problem`, head
+    counts). Refuses a config that cannot be built, one needing more than ``max_bytes`` or than
+    the memory available."""
+    fields = config.to_dict()
+    for key, value in _layer_counts(fields):
         if value > MAX_LAYERS or value < 0:
             raise PrunekitError(
                 f"hf: {folder}/config.json asks for {key}={value}; prunekit builds at most "
                 f"{MAX_LAYERS} layers per stack; the config is damaged"
             )
+    problem = _value_problem(config, fields)
+    if problem:
+        raise PrunekitError(f"hf: {folder}/config.json: {problem}; the config is damaged")
+    bad = _head_counts(fields)
+    if bad:
+        # A negative count can still divide the width (BERT builds with -4 heads of -8) and
+        # then fails at the first forward.
+        key, value = bad[0]
+        raise PrunekitError(
+            f"hf: {folder}/config.json asks for {key}={value}; head counts and sizes are "
+            f"positive integers; the config is damaged"
+        )
     dtype = dtype or _config_dtype(config)
     try:
         with torch.device("meta"):
@@ -274,6 +316,60 @@ def _layer_counts(config: dict[str, Any], prefix: str = "") -> list[tuple[str, i
     return out
 
 
+def _value_problem(config: Any, fields: dict[str, Any]) -> str | None:
+    """What is wrong with a value transformers accepts but a layer trips over at its first
+    forward: a type other than the config class's default's (``chunk_size_feed_forward:
+    "x"``), a non-finite float, a dropout probability outside [0, 1]."""
+    try:
+        defaults = type(config)().to_dict()
+    except Exception:  # a composite config without defaults: nothing to compare with
+        defaults = {}
+    for key, value in fields.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{key} is {value}; expected a finite number"
+        default = defaults.get(key)
+        if value is None or default is None or isinstance(default, list | dict):
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        fits = {
+            bool: isinstance(value, bool),
+            int: number and isinstance(value, int),
+            float: number,
+            str: isinstance(value, str),
+        }.get(type(default), True)
+        if not fits:
+            return f"{key} is {quote(value)}; expected a {type(default).__name__}"
+        dropout = "dropout" in key or "pdrop" in key or key.endswith("_prob")
+        if number and dropout and not 0 <= value <= 1:
+            return f"{key} is {quote(value)}; a dropout probability is in [0, 1]"
+    return None
+
+
+def _head_counts(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """The head counts and sizes (``num_attention_heads``, ``n_head``, ``head_dim``, Swin's
+    ``num_heads`` lists; sub-configs nest) that are not positive: ``(key, value)``."""
+    out = []
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _head_counts(value, f"{name}.")
+        elif "head" in name.lower() and ("num" in name.lower() or key in ("n_head", "head_dim")):
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, int) and not isinstance(v, bool) and v <= 0 for v in values):
+                out.append((name, value))
+    return out
+
+
+def _architectures(config: Any) -> list[str]:
+    names = getattr(config, "architectures", None)
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list | tuple) else []
+
+
+def _clip(err: Exception, limit: int) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _config_dtype(config: Any) -> torch.dtype | None:
     # Read from the instance: newer transformers warn on the deprecated torch_dtype property.
     fields = vars(config)
@@ -310,7 +406,7 @@ def _model_class(
         return cls
     if is_decoder(config):
         return transformers.AutoModelForCausalLM
-    for name in getattr(config, "architectures", None) or []:
+    for name in _architectures(config):
         cls = _known_class(transformers, name)
         if cls is not None:
             return cls

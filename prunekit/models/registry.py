@@ -8,7 +8,7 @@ from typing import Protocol
 
 from torch import nn
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 from prunekit.models import gpt_tiny
 from prunekit.models.lenet import LeNet5, LeNet300
 from prunekit.models.minilm import (
@@ -93,7 +93,8 @@ def model_info(name: str) -> ModelInfo:
     info = _MODELS.get(name)
     if info is None:
         raise PrunekitError(
-            f"model name {name!r} is not a built-in model; choose one of: {', '.join(available())}"
+            f"model name {quote(name)} is not a built-in model; choose one of: "
+            f"{', '.join(available())}"
         )
     return info
 
@@ -121,7 +122,9 @@ def build(name: str, **kwargs: object) -> nn.Module:
     try:
         return info.factory(**kwargs)
     except TypeError as err:
-        raise PrunekitError(f"model {name!r}: bad keyword arguments {kwargs!r}: {err}") from err
+        raise PrunekitError(
+            f"model {quote(name)}: bad keyword arguments {quote(kwargs, 200)}: {str(err)[:200]}"
+        ) from err
 
 
 _FMNIST = ("fashion-mnist", (1, 28, 28))

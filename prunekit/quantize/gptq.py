@@ -28,7 +28,14 @@ def hessian_inverse_factor(h: torch.Tensor, dampening: float) -> torch.Tensor:
             f"gptq: the layer's Hessian is not positive definite even with dampening="
             f"{dampening}; raise dampening (e.g. 0.1) or give more calibration samples"
         )
-    return torch.linalg.cholesky(torch.cholesky_inverse(chol), upper=True)
+    # A huge dampening (1e300, inf) leaves an inverse too small to factor again.
+    factor, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
+    if int(info) != 0:
+        raise PrunekitError(
+            f"gptq: dampening={dampening} leaves no usable inverse Hessian; use a dampening of "
+            f"about 0.01 (0.001 to 1)"
+        )
+    return factor
 
 
 def gptq_quantize(

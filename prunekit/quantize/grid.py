@@ -142,8 +142,10 @@ def quantize_groups(w: torch.Tensor, grid: GroupGrid) -> torch.Tensor:
 
 def expand_groups(grid: GroupGrid, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-weight scale and zero ``[out, k]`` from the per-group ones."""
-    scale = grid.scales.repeat_interleave(grid.group_size, dim=1)[:, :k]
-    zero = grid.zeros.repeat_interleave(grid.group_size, dim=1)[:, :k]
+    # A group wider than the row is one group: repeated k times, not group_size (up to 2**31).
+    size = min(grid.group_size, k)
+    scale = grid.scales.repeat_interleave(size, dim=1)[:, :k]
+    zero = grid.zeros.repeat_interleave(size, dim=1)[:, :k]
     return scale, zero
 
 
@@ -152,8 +154,9 @@ def dequantize_groups(
 ) -> torch.Tensor:
     """``codes [out, in]`` (unsigned) with ``scales``/``zeros [out, G]`` → float32 ``[out, in]``."""
     k = codes.shape[1]
-    scale = scales.float().repeat_interleave(group_size, dim=1)[:, :k]
-    zero = zeros.float().repeat_interleave(group_size, dim=1)[:, :k]
+    size = min(group_size, k)  # as in expand_groups
+    scale = scales.float().repeat_interleave(size, dim=1)[:, :k]
+    zero = zeros.float().repeat_interleave(size, dim=1)[:, :k]
     return (codes.float() - zero) * scale
 
 

@@ -361,6 +361,12 @@ def _build_static(region: nn.Module, args: dict[str, Any]) -> nn.Module:
         )
     if not isinstance(ignore, list) or not all(isinstance(n, str) for n in ignore):
         raise PrunekitError("the swap record's ignore must be a list of layer names")
+    if any(isinstance(m, StaticInt8Region) for m in region.modules()):
+        # Converting a converted region again traces its graph module: it loads, then its first
+        # forward fails.
+        raise PrunekitError(
+            "the swap record converts a region to int8-static twice; the artifact is corrupted"
+        )
     example = torch.zeros(1, *shape)
     return StaticInt8Region(convert_region(region, [example], ignore))
 

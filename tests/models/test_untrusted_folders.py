@@ -17,6 +17,7 @@ from prunekit.errors import PrunekitError
 from prunekit.models import build
 from prunekit.models.hf import build_hf_model, load_hf_model, load_tokenizer
 from tests import hf_zoo
+from tests.fuzzing.engine import memory_bound
 
 # Python that leaves a marker file when imported: proof that a folder's code ran.
 EVIL = """
@@ -129,3 +130,59 @@ def test_an_oversized_or_broken_config_is_refused_before_building(
     else:
         with pytest.raises(PrunekitError, match=message):
             pk.load(_bert_artifact(tmp_path, **edits))
+
+
+@pytest.mark.parametrize(
+    ("edits", "message"),
+    [
+        # Loaded, then the first forward failed: a view to -8-wide heads, a NaN dropout, a
+        # comparison of a string with an int.
+        ({"num_attention_heads": -4}, "num_attention_heads=-4"),
+        ({"hidden_dropout_prob": float("nan")}, "hidden_dropout_prob"),
+        ({"attention_probs_dropout_prob": 1.5}, "attention_probs_dropout_prob"),
+        ({"chunk_size_feed_forward": "x"}, "chunk_size_feed_forward"),
+        # Raised out of transformers' config code as they were: a validation error of
+        # huggingface_hub's, AttributeError, IndexError.
+        ({"add_cross_attention": [0]}, "config.json cannot be read"),
+        ({"rope_scaling": "x"}, "config.json cannot be read"),
+        ({"dtype": [1048576]}, "config.json cannot be read"),
+        ({"dtype": "floaW32"}, "config.json cannot be read"),
+        # transformers names each of num_labels labels while reading the config.
+        ({"num_labels": 10**30}, "num_labels"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["hf-folder", "artifact"])
+def test_a_config_value_transformers_trips_over_is_refused(
+    tmp_path: Path, kind, edits, message
+) -> None:
+    if kind == "hf-folder":
+        folder, load = _bert_folder(tmp_path, **edits), load_hf_model
+    else:
+        folder, load = _bert_artifact(tmp_path, **edits), pk.load
+    with memory_bound(1024), pytest.raises(PrunekitError, match=message):
+        load(folder)
+
+
+def test_architectures_that_are_not_names_are_ignored(tmp_path: Path) -> None:
+    # An AttributeError (float.endswith) before.
+    model = load_hf_model(_bert_folder(tmp_path, architectures=[0.5, {"a": 1}]))
+    assert type(model).__name__ == "BertModel"
+
+
+@pytest.mark.parametrize("size", [0, 1, 8, 1000])
+def test_a_truncated_weights_file_is_refused(tmp_path: Path, size: int) -> None:
+    # safetensors' own error came through as it was.
+    folder = _bert_folder(tmp_path)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:size])
+    with pytest.raises(PrunekitError, match="cannot load"):
+        load_hf_model(folder)
+    # The same in a saved folder whose checksums were recomputed to match.
+    saved = pk.save(hf_zoo.gpt2(), tmp_path / "gpt2")
+    weights = saved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:size])
+    manifest = json.loads((saved / "manifest.json").read_text())
+    manifest["files"]["model.safetensors"] = {"bytes": size, "sha256": sha256(weights)}
+    write_manifest(saved, manifest)
+    with pytest.raises(PrunekitError, match="cannot load"):
+        pk.load(saved)

@@ -184,3 +184,11 @@ def test_calibration_reads_its_samples_once_so_every_pass_sees_the_same_ones():
     pk.prune_(a, config, data=data)
     pk.prune_(b, config, data=(batch for batch in data))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("dampening", [1e300, float("inf")])
+def test_sparsegpt_refuses_a_dampening_too_large_to_invert(dampening):
+    # torch's _LinAlgError came through as it was.
+    w, x = _layer_problem()
+    with pytest.raises(pk.PrunekitError, match="dampening"):
+        sparsegpt_prune(w, 2 * x.t() @ x / len(x), 0.5, dampening=dampening)

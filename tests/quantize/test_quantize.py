@@ -23,6 +23,7 @@ from prunekit.quantize import (
 )
 from prunekit.quantize.grid import sqnr_db, unpack_codes
 from tests import hf_zoo
+from tests.fuzzing.engine import memory_bound
 from tests.zoo import ZOO, build
 
 CONFIGS = {
@@ -204,3 +205,27 @@ def test_gptq_on_transformers_block_by_block(name):
     with torch.no_grad():
         got = pk.data.batches.run_model(model, inputs)
     assert sqnr_db(ref, got) > 10
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda g: RTNConfig(bits=4, group_size=g), lambda g: GPTQConfig(group_size=g, num_samples=16)],
+)
+def test_a_group_size_beyond_the_layer_is_one_group(make):
+    # Each group's scale was repeated group_size times: 32 x 2**31 floats for group_size=2**31.
+    model, data = build("mlp")
+    quantize_(model, make(-1), data=data)
+    wide, _ = build("mlp")
+    with memory_bound(512):
+        quantize_(wide, make(2**31), data=data)
+    assert torch.equal(_outputs(wide, data), _outputs(model, data))
+
+
+@pytest.mark.parametrize("dampening", [1e300, float("inf")])
+def test_a_dampening_too_large_to_invert_is_refused(dampening):
+    # torch's _LinAlgError came through as it was.
+    model, data = build("mlp")
+    state, modules = _state(model), [type(m) for m in model.modules()]
+    with pytest.raises(PrunekitError, match="dampening"):
+        quantize_(model, GPTQConfig(dampening=dampening, num_samples=16), data=data)
+    _unchanged(model, state, modules)

@@ -50,8 +50,14 @@ def hessian_inverse_factor(h: torch.Tensor, dampening: float) -> torch.Tensor:
             f"sparsegpt: the layer's Hessian is not positive definite even after dampening="
             f"{dampening}; raise dampening (e.g. 0.1) or give more calibration samples"
         )
-    inverse = torch.cholesky_inverse(chol)
-    return torch.linalg.cholesky(inverse, upper=True)
+    # A huge dampening (1e300, inf) leaves an inverse too small to factor again.
+    factor, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
+    if int(info) != 0:
+        raise PrunekitError(
+            f"sparsegpt: dampening={dampening} leaves no usable inverse Hessian; use a "
+            f"dampening of about 0.01 (0.001 to 1)"
+        )
+    return factor
 
 
 def sparsegpt_prune(

@@ -178,6 +178,15 @@ SHRINKERS: list[tuple[type, Shrinker]] = [
 ]
 
 
+# Every attribute the shrinkers above set: with HEAD_COUNT_ATTRS, all that a structure record
+# may hold.
+SIZE_ATTRS = frozenset(
+    {"in_features", "out_features", "in_channels", "out_channels", "groups", "num_features",
+     "num_channels", "num_groups", "normalized_shape", "num_embeddings", "embedding_dim", "nx",
+     "nf"}
+)  # fmt: skip
+
+
 def shrinkers() -> list[tuple[type, Shrinker]]:
     """The table above, plus transformers' Conv1D when transformers is in use."""
     conv1d = conv1d_type()
