@@ -26,8 +26,8 @@ def staged_dir(
 ) -> Iterator[Path]:
     """Yield an empty folder beside ``path``; when the block ends without raising it replaces
     ``path`` (an empty folder, or one ``replaceable`` accepts; anything else is refused before
-    the block runs), else it is removed. ``mode``: permissions given to the folder (mkdtemp
-    makes it 0700)."""
+    the block runs), else it is removed. ``mode``: permissions given to the folder (default:
+    what ``mkdir`` gives, 0777 less the umask; mkdtemp makes it 0700)."""
     path = Path(path)
     if path.exists() and not (
         path.is_dir() and (not any(path.iterdir()) or (replaceable and replaceable(path)))
@@ -39,8 +39,7 @@ def staged_dir(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.parent))
     try:
         yield tmp
-        if mode is not None:
-            tmp.chmod(mode)
+        tmp.chmod(_mkdir_mode() if mode is None else mode)
         _replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -75,6 +74,12 @@ def _replace(tmp: Path, path: Path) -> None:
         old.rename(path)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _mkdir_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
 
 
 def _running(pid: int) -> bool:

@@ -193,15 +193,8 @@ def output_dir(out: Path) -> Iterator[Path]:
     """An empty folder for a command's outputs (model and reports); when the block ends it
     replaces ``out`` whole, and if the block raises it is removed and ``out`` stays as it was.
     Check ``out`` with :func:`check_out_dir` before the work."""
-    with staged_dir(Path(out), replaceable=is_output_dir, mode=_dir_mode()) as tmp:
+    with staged_dir(Path(out), replaceable=is_output_dir) as tmp:
         yield tmp
-
-
-def _dir_mode() -> int:
-    # What mkdir would give (staged folders are made private): 0777 less the umask.
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o777 & ~mask
 
 
 def check_data_spec(spec: str | None, option: str = "--data") -> None:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from prunekit.artifact.manifest import MANIFEST, read_manifest
 from prunekit.cli.common import (
     check_data_fits,
     check_data_spec,
+    console,
     is_text,
     print_json,
     require,
     resolve_data,
     show,
 )
+from prunekit.measure import Measurement
 from prunekit.measure import measure as measure_model
+from prunekit.measure.disk import saved_sizes
 from prunekit.measure.tasks import text_metrics
 from prunekit.models import load_model
 
@@ -32,6 +38,19 @@ def measure(
     latency."""
     require(seq_len >= 2, "--seq-len", seq_len, "≥ 2")
     check_data_spec(data)
+    if weights is None and _needs_its_class(model):
+        # A user's own model: prunekit cannot build its class (it never imports code a folder
+        # names), but sizes, bytes and bits per non-zero are in the artifact itself.
+        result = Measurement(**saved_sizes(model))
+        if json_out:
+            print_json({"model": model, **result.to_dict()})
+        else:
+            show(str(result))
+            console.print(
+                "Accuracy, MACs and latency need the model: in Python, "
+                "pk.measure(pk.load(DIR, model=YourModel()), data=...)."
+            )
+        return
     net, source = load_model(model, weights=weights)
     splits = resolve_data(data, source, needed=False, model=net, seq_len=seq_len)
     if splits is not None:
@@ -50,6 +69,14 @@ def measure(
         print_json({"model": model, "source": source, **result.to_dict()})
     else:
         show(str(result))
+
+
+def _needs_its_class(spec: str) -> bool:
+    folder = Path(spec).expanduser()
+    if not (folder / MANIFEST).is_file():
+        return False
+    kind = read_manifest(folder)["source"].get("kind")
+    return kind not in ("builtin", "hf")
 
 
 def register(app: typer.Typer) -> None:

@@ -61,6 +61,26 @@ def artifact_breakdown(path: str | Path) -> ArtifactSize:
     return ArtifactSize(total, kinds, tensors, bits)
 
 
+def saved_sizes(path: str | Path) -> dict[str, Any]:
+    """What a saved artifact says about its model without the model being built: parameters,
+    non-zeros, sparsity (from the manifest) and the bytes on disk (:func:`artifact_breakdown`),
+    as keyword arguments of :class:`prunekit.measure.Measurement`."""
+    summary = read_manifest(path).get("sparsity") or {}
+    size = artifact_breakdown(path)
+    params = int(summary.get("params", 0))
+    return {
+        "params": params,
+        "nonzeros": int(summary.get("nonzeros", 0)),
+        "sparsity": float(summary.get("sparsity", 0.0)),
+        "prunable_sparsity": float(summary.get("prunable_sparsity", 0.0)),
+        "dense_bytes": 4 * params,
+        "artifact_bytes": size.bytes,
+        "bits_per_nonzero": size.bits_per_nonzero,
+        "artifact_kinds": size.kinds,
+        "artifact_tensors": size.tensors,
+    }
+
+
 def measure_artifact(model: nn.Module) -> ArtifactSize:
     """Save ``model`` to a temporary directory and break down its size."""
     with tempfile.TemporaryDirectory(prefix="prunekit-size-") as tmp:

@@ -240,3 +240,15 @@ def test_a_killed_save_leaves_nothing_behind_for_long(tmp_path: Path) -> None:
     pk.save(zoo.MLP(), tmp_path / "m")
     assert not stale.exists() and live.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "m"]
+
+
+def test_a_saved_folder_gets_the_permissions_mkdir_would_give(tmp_path: Path) -> None:
+    # It was 0700 (mkdtemp's): a model saved to share was readable by its owner only.
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        out = pk.save(zoo.MLP(), tmp_path / "m")
+    finally:
+        os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o755

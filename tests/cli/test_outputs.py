@@ -82,3 +82,30 @@ def test_a_recipe_run_into_a_file_shows_each_step_and_epoch_as_it_goes(tmp_path,
     finished = next(i for i, line in enumerate(lines) if line.startswith("✓ step 2/2: finetune"))
     assert len(epochs) == 2 and started < epochs[0] < epochs[1] < finished
     assert "epoch 1/2: train_loss" in lines[epochs[0]]
+
+
+def test_measure_a_user_model_folder_gives_its_sizes_without_the_model(tmp_path, capsys):
+    # It refused ("not a built-in one … pass model="): sizes, bytes and bits per non-zero are
+    # in the artifact and need no model.
+    import json
+
+    import torch
+
+    import prunekit as pk
+    from prunekit.cli import main
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)
+    )
+    pk.prune_(model, pk.MagnitudeConfig(sparsity=0.75))
+    out = pk.save(model, tmp_path / "m")
+    capsys.readouterr()
+    assert main(["measure", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["params"] == sum(p.numel() for p in model.parameters())
+    assert result["nonzeros"] == sum(int((p != 0).sum()) for p in model.parameters())
+    assert result["artifact_bytes"] == pk.io.artifact_bytes(out)
+    assert result["bits_per_nonzero"] > 0 and result["accuracy"] is None
+    assert main(["measure", str(out)]) == 0
+    assert "need the model" in capsys.readouterr().out
