@@ -222,7 +222,8 @@ def _markdown(p: dict[str, Any]) -> str:
     lines += ["", "Resealed: the edit's checksums (the files' entries and `manifest_sha256`) were "
               "recomputed, as an attacker can; unsealed: they were not, as after an accident — "
               "such an edit must always be refused, and one that loads counts as "
-              "loaded-silently."]  # fmt: skip
+              "loaded-silently — unless it left the parsed contents as they were (a value set "
+              "to what it was, a byte of white space), which counts as loaded."]  # fmt: skip
     return "\n".join(lines)
 
 

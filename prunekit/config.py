@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from prunekit.errors import quote
 
+# Items a list or table field of a config takes (layer names, per-layer sparsities): far more
+# than any model's layers, far fewer than make an error message megabytes long.
+MAX_ITEMS = 10_000
+
 
 class BaseConfig(BaseModel):
     """Base of every config: unknown fields are errors, values are checked, instances frozen."""
@@ -21,6 +25,18 @@ class BaseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     method: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_input(cls, data: Any) -> Any:
+        # pydantic reports one error per bad item: a 100,000-item list made an 18 MB message.
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if isinstance(value, list | tuple | dict | set) and len(value) > MAX_ITEMS:
+                    raise ValueError(
+                        f"{quote(key)} has {len(value):,} items; at most {MAX_ITEMS:,}"
+                    )
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, for reports, manifests and recipes."""

@@ -195,3 +195,10 @@ def test_an_already_pruned_weight_never_comes_back():
     for n, m in select_layers(model).items():
         assert torch.all((m.weight == 0)[first[n]])
         assert int((m.weight == 0).sum()) == round(0.8 * m.weight.numel())
+
+
+def test_a_config_list_of_100000_items_is_refused_with_a_short_message():
+    # pydantic reported one error per item: an 18 MB message.
+    with pytest.raises(ValueError) as err:
+        pk.MagnitudeConfig(ignore=["x"] * 100_000)
+    assert len(str(err.value)) < 1000 and "100,000 items" in str(err.value)
