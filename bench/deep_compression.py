@@ -34,8 +34,8 @@ from torch import nn
 
 import prunekit as pk
 from bench.common import machine, write
+from prunekit.artifact.io import artifact_bytes
 from prunekit.data import load_data
-from prunekit.io import artifact_bytes
 from prunekit.measure import count_nonzeros, count_params
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.measure.render import markdown_table

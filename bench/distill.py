@@ -183,8 +183,8 @@ def minilm(epochs: int, seed: int, lines: int | None = None) -> dict[str, Any]:
     from prunekit.measure.latency import time_models
     from prunekit.measure.retrieval import retrieval_scores, wordnet_retrieval
     from prunekit.measure.text import embedding_fidelity
-    from prunekit.models import load_model
     from prunekit.models.hf import load_tokenizer
+    from prunekit.specs import load_model
 
     teacher, source = load_model("builtin:minilm")
     tok = load_tokenizer(source["path"])

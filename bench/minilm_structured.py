@@ -27,8 +27,8 @@ from prunekit.measure.macs import count_macs
 from prunekit.measure.render import markdown_table
 from prunekit.measure.retrieval import retrieval_scores, wordnet_retrieval
 from prunekit.measure.text import embedding_fidelity
-from prunekit.models import load_model
 from prunekit.models.hf import load_tokenizer
+from prunekit.specs import load_model
 
 SEQ_LEN = 128
 

@@ -31,9 +31,9 @@ from prunekit.data.text import token_stream
 from prunekit.measure.render import markdown_table
 from prunekit.measure.retrieval import retrieval_scores, wordnet_retrieval
 from prunekit.measure.text import embedding_fidelity, perplexity
-from prunekit.models import load_model
 from prunekit.models.gpt_tiny import gpt_tiny_corpus, windows
 from prunekit.models.hf import load_tokenizer
+from prunekit.specs import load_model
 
 SETTINGS = ["0.5", "2:4", "4:8", "0.6", "0.7"]
 METHODS = ["magnitude", "wanda", "sparsegpt"]

@@ -67,8 +67,8 @@ def _rtn4(model: nn.Module, calib: Any) -> str:
 
 def _minilm(tmp: Path, min_run_time: float) -> dict[str, Any]:
     from prunekit.measure.retrieval import retrieval_scores, wordnet_retrieval
-    from prunekit.models import load_model
     from prunekit.models.hf import load_tokenizer
+    from prunekit.specs import load_model
 
     dense, source = load_model("builtin:minilm")
     tok = load_tokenizer(source["path"])

@@ -32,7 +32,6 @@ from prunekit.data import load_data
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.measure.latency import time_models
 from prunekit.measure.render import markdown_table
-from prunekit.models import load_model
 from prunekit.models.registry import model_info
 from prunekit.quantize import (
     GPTQConfig,
@@ -42,6 +41,7 @@ from prunekit.quantize import (
     RTNConfig,
     quantize_,
 )
+from prunekit.specs import load_model
 
 SEQ_LEN = 128
 BATCHES = (1, 32)

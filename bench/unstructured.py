@@ -26,8 +26,8 @@ from torch.nn.utils import prune as torch_prune
 
 import prunekit as pk
 from bench.common import machine, write
+from prunekit.artifact.io import artifact_size
 from prunekit.data import load_data
-from prunekit.io import artifact_size
 from prunekit.measure import count_nonzeros, count_params
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.measure.counting import prunable_sparsity

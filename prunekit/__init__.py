@@ -15,12 +15,12 @@ from prunekit.analyze import (
     plot_pareto,
     plot_sensitivity,
 )
+from prunekit.artifact.io import load, save
 from prunekit.auto import AutoConfig, AutoReport, auto_compress
 from prunekit.config import BaseConfig, PruneConfig
 from prunekit.distill import DepthReport, DistillConfig, DistillReport, distill_, shrink_depth_
 from prunekit.errors import DataNotFoundError, PrunekitError
 from prunekit.export import ExportReport, export_onnx
-from prunekit.io import load, save
 from prunekit.measure import Comparison, Measurement, compare, measure
 from prunekit.measure.onnx import OnnxLatency, OnnxModule, onnx_latency
 from prunekit.prune import (

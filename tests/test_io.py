@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-import prunekit.io as pio
+import prunekit.artifact.io as pio
 from prunekit.artifact.manifest import FORMAT_VERSION, write_manifest
 from prunekit.errors import PrunekitError
 from tests.zoo import SmallCNNBN as CNNBN

@@ -3,7 +3,7 @@
 A corrupted or hostile manifest must end in a PrunekitError naming the field, never in a crash,
 a hang or an allocation the artifact's files cannot justify. What the checks here cannot know
 (does a stream decode to what it claims) ``prunekit.artifact.tensors.decode`` checks while
-decoding, and ``prunekit.io`` compares every shape with the model before decoding anything.
+decoding, and ``prunekit.artifact.io`` compares every shape with the model before decoding anything.
 """
 
 from __future__ import annotations

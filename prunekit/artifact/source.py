@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from prunekit.artifact.manifest import check_expansion, dtype_of
+from prunekit.artifact.structure import changed_builtin_source
 from prunekit.errors import PrunekitError, quote
-from prunekit.io_structure import changed_builtin_source
 
 
 def check_source(model: nn.Module, source: dict[str, Any] | None) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit.artifact.io import artifact_size
 from prunekit.auto.space import Choice
 from prunekit.data.batches import first_batch, split_batch
-from prunekit.io import artifact_size
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.measure.counting import count_nonzeros, count_params
 from prunekit.measure.latency import time_models

@@ -76,7 +76,7 @@ def analyze(
 ) -> None:
     """Prune each layer alone at a sweep of sparsities; write the accuracy curves (CSV, PNG) and
     a suggested per-layer sparsity recipe."""
-    from prunekit.models import load_model
+    from prunekit.specs import load_model
 
     require(backend in BACKENDS, "--backend", backend, f"one of {', '.join(BACKENDS)}")
     require(max_drop >= 0, "--max-drop", max_drop, "≥ 0 (accuracy points)")

@@ -16,6 +16,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from prunekit.analyze.parallel import BACKENDS
+from prunekit.artifact.io import save
 from prunekit.auto import AutoConfig, auto_compress, validation_split
 from prunekit.auto.plot import plot_frontier
 from prunekit.cli.common import (
@@ -32,7 +33,6 @@ from prunekit.cli.common import (
     write_reports,
 )
 from prunekit.errors import PrunekitError
-from prunekit.io import save
 from prunekit.measure import compare
 
 EVAL_BATCH = 512
@@ -68,7 +68,7 @@ def auto(
 ) -> None:
     """Search per-layer sparsity and quantization for the smallest (or fastest) model that loses
     at most --max-drop accuracy points; write it, its recipe and the frontier explored."""
-    from prunekit.models import load_model
+    from prunekit.specs import load_model
 
     config = AutoConfig(
         max_drop=max_drop, objective=objective, trials=trials, trial_epochs=trial_epochs,

@@ -28,7 +28,7 @@ from prunekit.errors import PrunekitError, quote
 from prunekit.export import OPSET, QUANTIZE_MODES, export_onnx
 from prunekit.export.onnx import MIN_OPSET
 from prunekit.measure.onnx import onnx_latency
-from prunekit.models import load_model
+from prunekit.specs import load_model
 
 EXAMPLE_BATCH = 4
 MAX_EXAMPLE_VALUES = 1 << 26  # 256 MiB of float32

@@ -21,7 +21,7 @@ from prunekit.measure import Measurement
 from prunekit.measure import measure as measure_model
 from prunekit.measure.disk import saved_sizes
 from prunekit.measure.tasks import text_metrics
-from prunekit.models import load_model
+from prunekit.specs import load_model
 
 
 def measure(

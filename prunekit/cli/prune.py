@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from prunekit.artifact.io import save
 from prunekit.cli.common import (
     check_data_fits,
     check_data_spec,
@@ -28,7 +29,6 @@ from prunekit.cli.common import (
     write_reports,
 )
 from prunekit.errors import PrunekitError, quote
-from prunekit.io import save
 from prunekit.measure import compare
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.measure.tasks import text_metrics
@@ -103,7 +103,7 @@ def prune(
     """Prune a model (and fine-tune it with the masks kept); print the before/after table.
 
     With --pattern channel or head, whole units go and the layers are rebuilt smaller."""
-    from prunekit.models import load_model
+    from prunekit.specs import load_model
 
     info = get_method(method, kind="prune")
     fields: dict[str, Any] = {"sparsity": sparsity, "scope": scope, "seed": seed}

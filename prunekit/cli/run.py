@@ -75,7 +75,7 @@ def run(
 
     Steps: prune, finetune, distill, share, quantize, export, measure. Prints one line per step,
     then the per-step table and the before/after table."""
-    from prunekit.models import load_model
+    from prunekit.specs import load_model
 
     plan = Recipe.from_yaml(recipe)
     if option:

@@ -8,13 +8,13 @@ teacher's first block was trained on and the last one writes the states the head
 so the student starts closest to the teacher. ``every=s`` keeps blocks 0, s, 2s, … and ``keep``
 any increasing list.
 
-Applying is one swap: the repeated-block list (``encoder.layer``, ``transformer.h``,
-``model.layers``…, found by ``prunekit.calibrate.find_blocks``) is replaced by a list of the kept
-blocks. A Hugging Face model's config gets the new layer count (and per-layer entries such as
-``layer_types`` keep the kept layers' values), checked first by building the architecture from the
-new config on the meta device, so ``save``/``from_pretrained`` rebuild exactly this model; each
-kept block's ``layer_idx`` (the KV-cache slot) is renumbered. Every check runs before the model
-is touched.
+Applying is one swap (``prunekit.surgery.depth``): the repeated-block list (``encoder.layer``,
+``transformer.h``, ``model.layers``…, found by ``prunekit.calibrate.find_blocks``) is replaced by a
+list of the kept blocks. A Hugging Face model's config gets the new layer count (and per-layer
+entries such as ``layer_types`` keep the kept layers' values), checked first by building the
+architecture from the new config on the meta device, so ``save``/``from_pretrained`` rebuild exactly
+this model; each kept block's ``layer_idx`` (the KV-cache slot) is renumbered. Every check runs
+before the model is touched.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from prunekit.calibrate import find_blocks
 from prunekit.errors import PrunekitError
 from prunekit.measure.counting import count_params
 from prunekit.models.hf import is_hf_model
-from prunekit.prune.structured.shrink import STRUCTURE_ATTR
-from prunekit.swaps import SWAPS_ATTR
+from prunekit.surgery.depth import block_renamer, drop_blocks_
+from prunekit.surgery.transaction import transaction
 
 __all__ = ["DepthReport", "depth_plan", "shrink_depth_"]
 
@@ -142,17 +142,8 @@ def shrink_depth_(
     kept = depth_plan(n, keep, every=every, num_layers=num_layers)
     edits = _config_edits(model, list_name, n, kept) if is_hf_model(model) else {}
     params_before = count_params(model)
-    parent_name, _, attr = list_name.rpartition(".")
-    parent = model.get_submodule(parent_name)
-    old = getattr(parent, attr)
-    for new_index, old_index in enumerate(kept):
-        for module in old[old_index].modules():
-            if getattr(module, "layer_idx", None) == old_index:
-                module.layer_idx = new_index
-    setattr(parent, attr, nn.ModuleList([old[i] for i in kept]))
-    for key, value in edits.items():
-        setattr(model.config, key, value)  # type: ignore[attr-defined]
-    _rename_records(model, list_name, kept)
+    with transaction(model):
+        drop_blocks_(model, list_name, kept, edits)
     report = DepthReport(list_name, n, kept, params_before, count_params(model), edits)
     log.info("shrink_depth_: %s", report)
     return report
@@ -202,7 +193,7 @@ def _config_edits(model: nn.Module, list_name: str, n: int, kept: list[int]) -> 
     # Config against config (the dense architecture it builds now, blocks renamed): a model
     # already pruned structurally has narrower tensors than either, in the same places.
     dense = _built_shapes(type(model), config)
-    rename = _renamer(list_name, kept)
+    rename = block_renamer(list_name, kept)
     want = None
     if dense is not None:
         want = {rename(k): v for k, v in dense.items() if rename(k) is not None}
@@ -237,38 +228,3 @@ def _built_shapes(cls: type, config: Any) -> dict[str, tuple] | None:
     except Exception:  # a config the architecture refuses: not a match
         return None
     return {k: tuple(v.shape) for k, v in built.state_dict().items()}
-
-
-# --------------------------------------------------------------------------- records
-
-
-def _renamer(list_name: str, kept: list[int]):
-    """Maps a module or tensor name to its name in the shallow model; None for one inside a
-    dropped block."""
-    new_index = {old: new for new, old in enumerate(kept)}
-    prefix = f"{list_name}."
-
-    def rename(name: str) -> str | None:
-        if not name.startswith(prefix):
-            return name
-        index, _, rest = name[len(prefix) :].partition(".")
-        if not index.isdigit() or int(index) not in new_index:
-            return None
-        return f"{prefix}{new_index[int(index)]}" + (f".{rest}" if rest else "")
-
-    return rename
-
-
-def _rename_records(model: nn.Module, list_name: str, kept: list[int]) -> None:
-    # Structured pruning and layer swaps log module names that save/load replay; blocks moved.
-    rename = _renamer(list_name, kept)
-    for key in (STRUCTURE_ATTR, SWAPS_ATTR):
-        record = model.__dict__.get(key)
-        if record is None:
-            continue
-        moved = []
-        for entry in record:
-            name = rename(entry["module"])
-            if name is not None:
-                moved.append({**entry, "module": name})
-        model.__dict__[key] = moved

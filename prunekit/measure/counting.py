@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from prunekit.swaps import swap_record
+from prunekit.surgery.swaps import swap_record
 from prunekit.targets import prunable_types
 
 FP32_BYTES = 4

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit.artifact.io import artifact_bytes, read_manifest, save
 from prunekit.artifact.manifest import DTYPES
-from prunekit.io import artifact_bytes, read_manifest, save
 
 KINDS = ("dense", "sparse", "packed", "entropy-coded", "overhead")
 

@@ -1,4 +1,5 @@
-"""Example models registered by name (trained on first use and cached) and the model SPEC parser."""
+"""Example models registered by name (trained on first use and cached); ``prunekit.specs`` turns
+a model SPEC into one."""
 
 from prunekit.models.cache import cache_files, cached_record, default_cache_dir, pretrained
 from prunekit.models.gpt_tiny import (
@@ -19,7 +20,6 @@ from prunekit.models.registry import (
     register_model,
 )
 from prunekit.models.small_cnn import DigitsCNN
-from prunekit.models.spec import load_model
 from prunekit.models.vgg import VGGBN
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "gpt_tiny_tokenizer",
     "load_hf",
     "load_minilm",
-    "load_model",
     "load_tokenizer",
     "minilm_tokenizer",
     "model_info",

@@ -8,26 +8,18 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import safetensors.torch
 import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from prunekit.models.paths import default_cache_dir, prunekit_version
 from prunekit.models.registry import ModelInfo, build, model_info
 
 logger = logging.getLogger(__name__)
-
-CACHE_ENV = "PRUNEKIT_CACHE"
-
-
-def default_cache_dir() -> Path:
-    """Where trained builtins are cached: ``$PRUNEKIT_CACHE``, else the user's cache folder."""
-    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("prunekit"))
 
 
 def cache_files(name: str, cache_dir: str | Path | None = None) -> tuple[Path, Path]:
@@ -131,7 +123,7 @@ def _train_and_cache(info: ModelInfo, weights: Path, record: Path, progress: boo
         "recipe": recipe.to_dict(),
         "history": report.history,
         "seconds": round(seconds, 2),
-        "prunekit_version": _version(),
+        "prunekit_version": prunekit_version(),
         "torch_version": torch.__version__,
     }
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -153,10 +145,3 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("prunekit")
-    except metadata.PackageNotFoundError:
-        return "unknown"

@@ -34,6 +34,7 @@ from prunekit.data.corpus import PACKAGE, corpus_files
 from prunekit.data.text import token_stream
 from prunekit.errors import PrunekitError
 from prunekit.models.hf import hf_source, load_hf_model, load_tokenizer, transformers_module
+from prunekit.models.paths import default_cache_dir, prunekit_version
 
 if TYPE_CHECKING:
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -147,7 +148,6 @@ def unigram_perplexity(train: torch.Tensor, tokens: torch.Tensor, vocab_size: in
 
 def gpt_tiny_dir(cache_dir: str | Path | None = None) -> Path:
     """The cached Hugging Face folder of gpt-tiny (it may not exist yet)."""
-    from prunekit.models.cache import default_cache_dir
 
     return Path(cache_dir or default_cache_dir()) / "models" / NAME
 
@@ -155,7 +155,6 @@ def gpt_tiny_dir(cache_dir: str | Path | None = None) -> Path:
 def gpt_tiny_corpus(cache_dir: str | Path | None = None) -> dict[str, Path]:
     """The corpus split files ``{"train", "calib", "eval"}`` (one sample per line), written
     into the cache on first use; pass them as ``text:FILE`` data specs."""
-    from prunekit.models.cache import default_cache_dir
 
     return corpus_files(Path(cache_dir or default_cache_dir()) / "data" / PACKAGE)
 
@@ -235,7 +234,6 @@ def _train_into(
 ) -> dict[str, Any]:
     # Imported here: measurement and the cache import the model registry, which imports us.
     from prunekit.measure.text import perplexity
-    from prunekit.models.cache import _version
 
     logger.info("builtin:%s: training (first use; cached in %s)", NAME, folder)
     start = time.perf_counter()
@@ -266,7 +264,7 @@ def _train_into(
         "final_train_loss": losses[-1],
         "train_seconds": round(train_seconds, 2),
         "seconds": round(seconds, 2),  # all of it: tokenizer, training, the two evaluations
-        "prunekit_version": _version(),
+        "prunekit_version": prunekit_version(),
         "torch_version": torch.__version__,
     }
     logger.info(

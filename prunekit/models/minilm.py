@@ -17,6 +17,7 @@ from torch import nn
 from prunekit.data.wordnet import write_gloss_text
 from prunekit.errors import DataNotFoundError, PrunekitError
 from prunekit.models.hf import build_hf_model, load_hf_model, load_tokenizer
+from prunekit.models.paths import default_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,6 @@ def minilm_text_spec() -> str:
     """``text:FILE`` of WordNet glosses for calibrating and evaluating MiniLM, written into the
     prunekit cache on first use (``prunekit.data.wordnet.write_gloss_text``)."""
     # Imported here: the cache module imports the model registry, which imports this module.
-    from prunekit.models.cache import default_cache_dir
 
     file = default_cache_dir() / "data" / GLOSS_FILE
     if not file.is_file():

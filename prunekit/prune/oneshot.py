@@ -39,7 +39,7 @@ from prunekit.prune.plan import split_count
 from prunekit.prune.pruner import check_nm, layer_targets
 from prunekit.prune.report import PruneReport
 from prunekit.registry import method_for_config
-from prunekit.surgery import restore_, snapshot
+from prunekit.surgery.transaction import transaction
 from prunekit.targets import select_layers
 
 log = logging.getLogger(__name__)
@@ -216,28 +216,30 @@ def prune_calibrated_(
     check_nm(all_layers, config.nm)
 
     was_training = model.training
-    saved = snapshot(model)
     model.eval()
+    # Only the targeted weights are written: only they are copied (not the whole model, which
+    # for a large language model would double its memory).
     try:
-        dense = (
-            _dense_stats(model, solver, groups, data, config.num_samples)
-            if config.allocation == "owl"
-            else None
-        )
-        sparsity = _allocate(solver, config, groups, dense)
-        if len(groups) == 1 and groups[0][1] is model:
-            stats = _calibrate(solver, all_layers, runs_on_model(model, data, config.num_samples))
-            _solve_group(solver, all_layers, stats, sparsity)
-        else:
-            calls = capture_block_inputs(model, groups[0][1], data, config.num_samples)
-            for name, block, layers in groups:
-                stats = _calibrate(solver, layers, runs_on_block(block, calls))
-                _solve_group(solver, layers, stats, sparsity)
-                calls = [next_call(c, run_block(block, c)) for c in calls]
-                log.info("%s: pruned block %s", info.name, name)
-    except BaseException:
-        restore_(model, saved)
-        raise
+        with transaction(model) as tx:
+            tx.protect(m.weight for m in all_layers.values())
+            dense = (
+                _dense_stats(model, solver, groups, data, config.num_samples)
+                if config.allocation == "owl"
+                else None
+            )
+            sparsity = _allocate(solver, config, groups, dense)
+            if len(groups) == 1 and groups[0][1] is model:
+                stats = _calibrate(
+                    solver, all_layers, runs_on_model(model, data, config.num_samples)
+                )
+                _solve_group(solver, all_layers, stats, sparsity)
+            else:
+                calls = capture_block_inputs(model, groups[0][1], data, config.num_samples)
+                for name, block, layers in groups:
+                    stats = _calibrate(solver, layers, runs_on_block(block, calls))
+                    _solve_group(solver, layers, stats, sparsity)
+                    calls = [next_call(c, run_block(block, c)) for c in calls]
+                    log.info("%s: pruned block %s", info.name, name)
     finally:
         model.train(was_training)
     report = PruneReport.from_layers(

@@ -19,7 +19,7 @@ from prunekit.layout import canonical, in_features
 from prunekit.prune.methods.base import GradientScorer, Scorer
 from prunekit.prune.plan import l2_normalized, plan_masks
 from prunekit.registry import method_for_config
-from prunekit.surgery import Masks, apply_masks_
+from prunekit.surgery.masks import Masks, apply_masks_
 from prunekit.targets import check_selectors, matches, select_layers
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@
     prunekit.quantize_(model, prunekit.QATConfig()); prunekit.finetune_(model, train)
     prunekit.quantize.convert_(model)
 
-Every quantized layer is a module swapped in (``prunekit.swaps``) whose state is plain tensors,
-so ``prunekit.save`` writes it with safetensors and ``prunekit.load`` rebuilds it.
+Every quantized layer is a module swapped in (``prunekit.surgery.swaps``) whose state is plain
+tensors, so ``prunekit.save`` writes it with safetensors and ``prunekit.load`` rebuilds it.
 """
 
 from prunekit.quantize.api import int8_dynamic_, quantize_, rtn_

@@ -24,6 +24,7 @@ from prunekit.quantize.report import QuantizeReport, layer_row
 from prunekit.quantize.select import choose_linears, linear_kinds, swap_all_
 from prunekit.registry import method_for_config
 from prunekit.share.layers import SharedLinear
+from prunekit.surgery.transaction import transaction
 
 
 def quantize_(
@@ -51,7 +52,8 @@ def quantize_(
     if config.needs_data and data is None:
         raise PrunekitError(f"data: {info.name} needs calibration batches; pass data=...")
     start = time.perf_counter()
-    report: QuantizeReport = info.impl(model, config, data)
+    with transaction(model):
+        report: QuantizeReport = info.impl(model, config, data)
     report.seconds = time.perf_counter() - start
     return report
 

@@ -33,7 +33,7 @@ from prunekit.quantize.config import GPTQConfig
 from prunekit.quantize.gptq import gptq_quantize
 from prunekit.quantize.layers import WEIGHT_ONLY_SWAP, WeightOnlyLinear, weight_only_args
 from prunekit.quantize.report import LayerQuant, QuantizeReport, layer_row
-from prunekit.quantize.select import choose_linears, swap_all_, unswap_all_
+from prunekit.quantize.select import choose_linears, swap_all_
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,6 @@ def gptq_(model: nn.Module, config: GPTQConfig, data: Iterable[Any] | None) -> Q
     explicit = config.targets is not None
     was_training = model.training
     model.eval()
-    done: dict[str, nn.Module] = {}
     rows: list[LayerQuant] = []
 
     def quantize_group(mine: dict[str, nn.Module], runs: Iterable[Run]) -> None:
@@ -136,7 +135,7 @@ def gptq_(model: nn.Module, config: GPTQConfig, data: Iterable[Any] | None) -> Q
         new = _solve(config, mine, hessians, explicit, skipped)
         rows.extend(layer_row(n, mine[n], m, config.bits, m.group_size) for n, m in new.items())
         args = {n: weight_only_args(m) for n, m in new.items()}
-        done.update(swap_all_(model, dict(new), WEIGHT_ONLY_SWAP, args))
+        swap_all_(model, dict(new), WEIGHT_ONLY_SWAP, args)
 
     try:
         if blocks is None:
@@ -148,9 +147,6 @@ def gptq_(model: nn.Module, config: GPTQConfig, data: Iterable[Any] | None) -> Q
                     quantize_group(mine, runs_on_block(block, calls))
                     log.info("gptq: quantized block %s", name)
                 calls = [next_call(c, run_block(block, c)) for c in calls]
-    except BaseException:
-        unswap_all_(model, done)
-        raise
     finally:
         model.train(was_training)
     if not rows:

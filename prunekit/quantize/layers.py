@@ -2,7 +2,7 @@
 
 Every layer here keeps its state in ordinary buffers and parameters (int8/uint8 codes, float
 scales, a float bias) so safetensors stores it, and has a builder registered with
-:func:`prunekit.swaps.register_swap` that makes an empty one from the original layer and its
+:func:`prunekit.surgery.swaps.register_swap` that makes an empty one from the original layer and its
 JSON args; ``load`` then fills it with ``load_state_dict``.
 """
 
@@ -25,7 +25,7 @@ from prunekit.quantize.grid import (
     packed_width,
     unpack_codes,
 )
-from prunekit.swaps import int_arg, register_swap, state_versions
+from prunekit.surgery.swaps import int_arg, register_swap, state_versions
 
 INT8_SWAP = "int8-dynamic"
 WEIGHT_ONLY_SWAP = "weight-only"

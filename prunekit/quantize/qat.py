@@ -36,8 +36,9 @@ from prunekit.quantize.layers import (
     weight_only_args,
 )
 from prunekit.quantize.report import LayerQuant, QuantizeReport, layer_row, state_bytes
-from prunekit.quantize.select import choose_linears, linear_kinds, swap_all_, unswap_all_
-from prunekit.swaps import int_arg, register_swap
+from prunekit.quantize.select import choose_linears, linear_kinds, swap_all_
+from prunekit.surgery.swaps import int_arg, register_swap
+from prunekit.surgery.transaction import transaction
 
 QAT_SWAP = "qat"
 CONVERTED_CONV_SWAP = "qat-conv2d"
@@ -231,13 +232,9 @@ def convert_(model: nn.Module) -> QuantizeReport:
             m = WeightOnlyLinear.from_codes(layer, codes, grid, True)
             new[name] = (m, WEIGHT_ONLY_SWAP, weight_only_args(m))
         rows.append(layer_row(name, layer, new[name][0], layer.bits, None))
-    done: dict[str, nn.Module] = {}
-    try:
+    with transaction(model):
         for name, (module, kind, args) in new.items():
-            done.update(swap_all_(model, {name: module}, kind, {name: args}))
-    except BaseException:
-        unswap_all_(model, done)
-        raise
+            swap_all_(model, {name: module}, kind, {name: args})
     return QuantizeReport("qat-convert", {}, rows)
 
 

@@ -16,7 +16,7 @@ from prunekit.errors import PrunekitError
 from prunekit.layout import conv1d_type
 from prunekit.quantize.config import QuantizeConfig
 from prunekit.quantize.layers import linear_shape
-from prunekit.swaps import swap_, unswap_
+from prunekit.surgery.swaps import swap_
 from prunekit.targets import select_layers
 
 
@@ -99,19 +99,8 @@ def _inside_blocks(model: nn.Module) -> list[str] | None:
 def swap_all_(
     model: nn.Module, new: dict[str, nn.Module], kind: str, args: dict[str, dict[str, Any]]
 ) -> dict[str, nn.Module]:
-    """Swap every ``new[name]`` in (recorded as ``kind`` with ``args[name]``); all or nothing.
-    Returns the replaced modules."""
-    old: dict[str, nn.Module] = {}
-    try:
-        for name, module in new.items():
-            old[name] = swap_(model, name, module, kind, args.get(name, {}))
-    except BaseException:
-        unswap_all_(model, old)
-        raise
-    return old
-
-
-def unswap_all_(model: nn.Module, old: dict[str, nn.Module]) -> None:
-    """Undo :func:`swap_all_` (latest first)."""
-    for name in reversed(list(old)):
-        unswap_(model, name, old[name])
+    """Swap every ``new[name]`` in (recorded as ``kind`` with ``args[name]``); returns the
+    replaced modules. Callers run inside ``surgery.transaction``, which undoes a failure."""
+    return {
+        name: swap_(model, name, module, kind, args.get(name, {})) for name, module in new.items()
+    }

@@ -32,7 +32,7 @@ from prunekit.quantize.config import Int8StaticConfig
 from prunekit.quantize.grid import sqnr_db
 from prunekit.quantize.report import LayerQuant, QuantizeReport, state_bytes
 from prunekit.quantize.select import swap_all_
-from prunekit.swaps import register_swap
+from prunekit.surgery.swaps import register_swap
 from prunekit.targets import select_layers
 
 STATIC_SWAP = "int8-static"

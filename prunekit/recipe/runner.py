@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.io import artifact_bytes, load, save
+from prunekit.artifact.io import artifact_bytes, load, save
 from prunekit.measure import compare, measure
 from prunekit.recipe.execute import StepContext, run_step
 from prunekit.recipe.recipe import Recipe

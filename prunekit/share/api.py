@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit import swaps
 from prunekit.errors import PrunekitError
 from prunekit.share.config import KMeansConfig
 from prunekit.share.kmeans import Codebook, cluster
@@ -28,6 +27,8 @@ from prunekit.share.layers import (
     shared_like,
     swap_args,
 )
+from prunekit.surgery import swaps
+from prunekit.surgery.transaction import transaction
 from prunekit.targets import select_layers
 
 log = logging.getLogger(__name__)
@@ -191,12 +192,6 @@ def _row(name: str, layer: nn.Module, bits: int, plan: Codebook) -> LayerShare:
 
 
 def _swap_all_(model: nn.Module, layers: dict[str, nn.Module], new: dict[str, nn.Module]) -> None:
-    done: list[tuple[str, nn.Module]] = []
-    try:
+    with transaction(model):
         for name, layer in layers.items():
-            old = swaps.swap_(model, name, new[name], SWAP_KIND, swap_args(layer, new[name].bits))
-            done.append((name, old))
-    except BaseException:
-        for name, old in reversed(done):
-            swaps.unswap_(model, name, old)
-        raise
+            swaps.swap_(model, name, new[name], SWAP_KIND, swap_args(layer, new[name].bits))

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit import swaps
 from prunekit.errors import PrunekitError
 from prunekit.layout import is_transposed
 from prunekit.share.config import MAX_BITS, MIN_BITS
 from prunekit.share.kmeans import decode, index_dtype, index_order
+from prunekit.surgery import swaps
 
 SWAP_KIND = "shared"
 CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -48,15 +48,17 @@ class SharedLayer(nn.Module):
         self.register_buffer("indices", indices)
         self.register_parameter("bias", bias)
 
-    def state_problem(self) -> str | None:
-        """What in the loaded state the forward could not use: indices outside 0..codebook size
-        (``prunekit.load`` asks after filling the layer)."""
-        if self.indices.numel() and (
-            int(self.indices.min()) < 0 or int(self.indices.max()) > self.codebook.numel()
-        ):
+    def state_problem(self, state: dict[str, torch.Tensor]) -> str | None:
+        """What in ``state`` (this layer's tensors, about to be loaded) the forward could not
+        use: indices outside 0..codebook size (``prunekit.load`` asks before loading)."""
+        indices, codebook = state.get("indices"), state.get("codebook")
+        if indices is None or codebook is None or not indices.numel():
+            return None
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high > codebook.numel():
             return (
-                f"codebook indices span {int(self.indices.min())}..{int(self.indices.max())} "
-                f"but the codebook has {self.codebook.numel()} entries"
+                f"codebook indices span {low}..{high} but the codebook has "
+                f"{codebook.numel()} entries"
             )
         return None
 

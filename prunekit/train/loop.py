@@ -30,7 +30,15 @@ from prunekit.measure.accuracy import top1_accuracy
 from prunekit.prune.pruner import Pruner
 from prunekit.prune.schedule import AGP, Schedule, make_schedule
 from prunekit.prune.structured.gradual import StructuredSteps
-from prunekit.surgery import Masks, apply_masks_, mask_grads_, masks_from_zeros, restore_, snapshot
+from prunekit.surgery.masks import (
+    Masks,
+    apply_masks_,
+    mask_grads_,
+    masks_from_zeros,
+    restore_,
+    snapshot,
+)
+from prunekit.surgery.transaction import Transaction
 from prunekit.targets import select_layers
 from prunekit.train.distributed import data_parallel
 from prunekit.train.losses import distillation_loss, forward_with_loss
@@ -204,12 +212,15 @@ def finetune_(
     if teacher is not None:
         teacher.eval()
 
-    before = snapshot(model)
     was_training = model.training
     channels_last = _has_conv2d(model)
     report = FinetuneReport(epochs=0, steps=0, seconds=0.0)
     start = time.perf_counter()
     step = 0
+    # Training writes every weight: all values are copied so a failure puts them back, with
+    # any layers a structured schedule rebuilt.
+    tx = Transaction(model)
+    tx.protect_all()
     try:
         if channels_last:
             model.to(memory_format=torch.channels_last)
@@ -314,9 +325,7 @@ def finetune_(
                 log.info("epoch %d/%d: %s (%.0f s)", epoch + 1, epochs, _figures(entry),
                          time.perf_counter() - start)  # fmt: skip
     except BaseException:
-        if structured is not None:
-            structured.undo.rollback()
-        restore_(model, before)
+        tx.rollback()
         raise
     finally:
         if channels_last:

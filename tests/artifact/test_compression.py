@@ -23,7 +23,7 @@ def test_a_90_percent_pruned_lenet_300_100_is_over_5x_smaller_and_exact(tmp_path
     model = _pruned_lenet()
     out = pk.save(model, tmp_path / "m")
     dense = 4 * sum(p.numel() for p in model.parameters())
-    size = pk.io.artifact_bytes(out)
+    size = pk.artifact.io.artifact_bytes(out)
     assert dense / size >= 5, f"{dense:,} dense fp32 bytes vs {size:,} on disk"
 
     loaded = pk.load(out)  # builtin:lenet300, rebuilt by name
@@ -37,7 +37,7 @@ def test_a_90_percent_pruned_lenet_300_100_is_over_5x_smaller_and_exact(tmp_path
 def test_the_breakdown_adds_up_per_kind_and_per_tensor(tmp_path) -> None:
     model = _pruned_lenet()
     size = artifact_breakdown(pk.save(model, tmp_path / "m"))
-    assert sum(size.kinds.values()) == size.bytes == pk.io.artifact_bytes(tmp_path / "m")
+    assert sum(size.kinds.values()) == size.bytes == pk.artifact.io.artifact_bytes(tmp_path / "m")
     assert size.kinds["overhead"] > 0 and size.kinds["sparse"] + size.kinds["entropy-coded"] > 0
     assert size.tensors.keys() == model.state_dict().keys()
     fc1 = size.tensors["fc1.weight"]

@@ -29,7 +29,9 @@ from tests.fuzzing.engine import memory_bound
 def artifact(tmp_path_factory) -> Path:
     out = pk.save(fuzz_net(), tmp_path_factory.mktemp("fuzz") / "base")
     codecs = {
-        s["codec"] for e in pk.io.read_manifest(out)["tensors"].values() for s in e["streams"]
+        s["codec"]
+        for e in pk.artifact.io.read_manifest(out)["tensors"].values()
+        for s in e["streams"]
     }
     assert {"pack", "pack+zstd", "huffman"} <= codecs  # the fuzz reaches every decoder
     return out

@@ -67,7 +67,7 @@ def test_builtin_pruned_then_swapped_reloads_without_the_model(swap, tmp_path) -
     with torch.no_grad():
         out = model.eval()(x)
     pk.save(model, tmp_path / "m")
-    assert pk.io.read_manifest(tmp_path / "m")["source"]["kind"] == "builtin"
+    assert pk.artifact.io.read_manifest(tmp_path / "m")["source"]["kind"] == "builtin"
     back = pk.load(tmp_path / "m")
     with torch.no_grad():
         assert torch.equal(back(x), out)
@@ -82,7 +82,7 @@ def test_legacy_swap_records_without_original_shapes_still_load(tmp_path) -> Non
     with torch.no_grad():
         out = model.eval()(x)
     pk.save(model, tmp_path / "m", compress=False)
-    manifest = pk.io.read_manifest(tmp_path / "m")
+    manifest = pk.artifact.io.read_manifest(tmp_path / "m")
     assert all("shapes" in e for e in manifest["swaps"])
     for entry in manifest["swaps"]:
         del entry["shapes"]

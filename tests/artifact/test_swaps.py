@@ -16,9 +16,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import prunekit as pk
-from prunekit import swaps
 from prunekit.artifact.manifest import write_manifest
 from prunekit.errors import PrunekitError
+from prunekit.surgery import swaps
 from tests import zoo
 
 
@@ -108,7 +108,7 @@ def _same(a: nn.Module, b: nn.Module, x: torch.Tensor) -> None:
 def test_swapped_layers_round_trip_into_a_fresh_model(tmp_path) -> None:
     model = _compressed_mlp()
     pk.save(model, tmp_path / "m")
-    manifest = pk.io.read_manifest(tmp_path / "m")
+    manifest = pk.artifact.io.read_manifest(tmp_path / "m")
     assert (
         manifest["swaps"]
         == swaps.swap_record(model)
@@ -136,14 +136,14 @@ def test_a_structurally_pruned_then_swapped_model_round_trips(tmp_path) -> None:
     share_(model, "net.1", bits=4)
     quantize_(model, "net.3")
     pk.save(model, tmp_path / "m")
-    manifest = pk.io.read_manifest(tmp_path / "m")
+    manifest = pk.artifact.io.read_manifest(tmp_path / "m")
     assert manifest["structure"]["record"] and len(manifest["swaps"]) == 2
 
     loaded = pk.load(tmp_path / "m", model=zoo.MLP())
     assert loaded.net[1].indices.shape == (16, 64) and loaded.net[3].weight.shape == (10, 16)
     _same(model, loaded, x)
     pk.save(loaded, tmp_path / "again")  # the reloaded model saves the same artifact
-    again = pk.io.read_manifest(tmp_path / "again")
+    again = pk.artifact.io.read_manifest(tmp_path / "again")
     assert again["swaps"] == manifest["swaps"] and again["tensors"] == manifest["tensors"]
 
 
@@ -186,7 +186,7 @@ def test_a_hugging_face_model_with_swaps_is_encoded_and_rebuilds_itself(tmp_path
     hf_zoo.perturb_(model)
     quantize_(model, "model.layers.0.mlp.up_proj")
     pk.save(model, tmp_path / "m")  # no compress=: from_pretrained could not load it anyway
-    assert pk.io.read_manifest(tmp_path / "m")["storage"] == "encoded"
+    assert pk.artifact.io.read_manifest(tmp_path / "m")["storage"] == "encoded"
     loaded = pk.load(tmp_path / "m")  # config.json → architecture, then the swap replayed
     assert isinstance(loaded.model.layers[0].mlp.up_proj, Int8Linear)
     with torch.no_grad():
@@ -201,6 +201,6 @@ def test_a_builtin_with_swapped_layers_saved_without_source_loads_by_itself(tmp_
     pk.prune_(model, pk.MagnitudeConfig(sparsity=0.9, scope="global"))
     share_(model, "fc1", bits=5)
     pk.save(model, tmp_path / "m")
-    assert pk.io.read_manifest(tmp_path / "m")["source"]["name"] == "lenet300"
+    assert pk.artifact.io.read_manifest(tmp_path / "m")["source"]["name"] == "lenet300"
     loaded = pk.load(tmp_path / "m")  # built by name, then the swap replayed
     _same(model, loaded, torch.randn(2, 1, 28, 28))

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from prunekit.artifact.io import artifact_size
 from prunekit.auto import AutoConfig, auto_compress, build_space, pareto_front
 from prunekit.errors import PrunekitError
-from prunekit.io import artifact_size
 from prunekit.measure.accuracy import top1_accuracy
 
 FAST = {"trials": 5, "trial_epochs": 2, "final_epochs": 3}

@@ -20,7 +20,7 @@ def no_loading(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the model was loaded before the options were checked")
 
-    for target in ("prunekit.models.load_model", "prunekit.cli.export.load_model",
+    for target in ("prunekit.specs.load_model", "prunekit.cli.export.load_model",
                    "prunekit.cli.measure.load_model", "prunekit.cli.demo.pretrained"):  # fmt: skip
         monkeypatch.setattr(target, fail)
 

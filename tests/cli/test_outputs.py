@@ -105,7 +105,7 @@ def test_measure_a_user_model_folder_gives_its_sizes_without_the_model(tmp_path,
     result = json.loads(capsys.readouterr().out)
     assert result["params"] == sum(p.numel() for p in model.parameters())
     assert result["nonzeros"] == sum(int((p != 0).sum()) for p in model.parameters())
-    assert result["artifact_bytes"] == pk.io.artifact_bytes(out)
+    assert result["artifact_bytes"] == pk.artifact.io.artifact_bytes(out)
     assert result["bits_per_nonzero"] > 0 and result["accuracy"] is None
     assert main(["measure", str(out)]) == 0
     assert "need the model" in capsys.readouterr().out

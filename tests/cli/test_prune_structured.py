@@ -11,7 +11,8 @@ from safetensors.torch import save_model
 import prunekit as pk
 from prunekit.cli import main
 from prunekit.data import load_data
-from prunekit.models import DigitsCNN, load_model
+from prunekit.models import DigitsCNN
+from prunekit.specs import load_model
 
 CHANNEL = ["--method", "magnitude", "--pattern", "channel", "--sparsity", "0.5"]
 
@@ -112,7 +113,7 @@ def test_head_pruning_a_hugging_face_model_on_text(tmp_path, capsys, gpt2_folder
 
     assert main([*argv, "--out", str(out), "--json"]) == 0, capsys.readouterr().err
     report = json.loads(capsys.readouterr().out)
-    structure = pk.io.read_manifest(out / "model")["structure"]
+    structure = pk.artifact.io.read_manifest(out / "model")["structure"]
     assert structure["from_pretrained"] is False  # GPT-2's head size is n_embd / n_head
     loaded = pk.load(out / "model")
     assert [h.attn.num_heads for h in loaded.transformer.h] == [1, 1]

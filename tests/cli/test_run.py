@@ -29,7 +29,7 @@ def test_a_bad_recipe_exits_2_before_anything_loads_or_is_written(tmp_path, caps
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the recipe was validated")
 
-    monkeypatch.setattr("prunekit.models.load_model", no_loading)
+    monkeypatch.setattr("prunekit.specs.load_model", no_loading)
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("steps:\n  - prune: {method: magnitude}\n  - finetune: {epochs: 0}\n")
     assert _run(recipe, tmp_path / "out") == 2

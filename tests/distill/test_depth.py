@@ -15,7 +15,7 @@ import prunekit as pk
 from prunekit.calibrate import capture_block_inputs, find_blocks, next_call, run_block
 from prunekit.distill.depth import DepthReport, depth_plan, shrink_depth_
 from prunekit.errors import PrunekitError
-from prunekit.prune.structured.shrink import structure_record
+from prunekit.surgery.shrink import structure_record
 from tests import hf_zoo
 
 LAYERS = 6

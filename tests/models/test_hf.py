@@ -11,12 +11,13 @@ import torch
 import transformers
 from torch import nn
 
-from prunekit import io
+from prunekit.artifact import io
 from prunekit.errors import PrunekitError
 from prunekit.measure.text import embed
-from prunekit.models import build, load_model
+from prunekit.models import build
 from prunekit.models.hf import is_decoder, load_hf, load_tokenizer
 from prunekit.models.minilm import minilm_dir, minilm_tokenizer
+from prunekit.specs import load_model
 from tests import hf_zoo
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz", "the"]

@@ -8,9 +8,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from prunekit import io
+from prunekit.artifact import io
 from prunekit.errors import PrunekitError
-from prunekit.models import build, load_model
+from prunekit.models import build
+from prunekit.specs import load_model
 
 FACTORY = """
 import torch

@@ -80,7 +80,7 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_builtin_spec_uses_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from prunekit.models import load_model
+    from prunekit.specs import load_model
 
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
     model, source = load_model("builtin:digits-cnn")

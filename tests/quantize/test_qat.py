@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 import prunekit as pk
-from prunekit import swaps
 from prunekit.errors import PrunekitError
 from prunekit.quantize import (
     Int8Linear,
@@ -17,6 +16,7 @@ from prunekit.quantize import (
     prepare_qat_,
 )
 from prunekit.quantize.grid import fake_quant_per_channel
+from prunekit.surgery import swaps
 from tests.zoo import build, image_batches
 
 

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 import prunekit as pk
-from prunekit import swaps
 from prunekit.errors import PrunekitError
 from prunekit.quantize import (
     GPTQConfig,
@@ -22,6 +21,7 @@ from prunekit.quantize import (
     quantize_,
 )
 from prunekit.quantize.grid import sqnr_db, unpack_codes
+from prunekit.surgery import swaps
 from tests import hf_zoo
 from tests.fuzzing.engine import memory_bound
 from tests.zoo import ZOO, build

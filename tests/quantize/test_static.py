@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from prunekit import swaps
 from prunekit.errors import PrunekitError
 from prunekit.quantize import Int8StaticConfig, StaticInt8Region, quantize_
 from prunekit.quantize.grid import sqnr_db
+from prunekit.surgery import swaps
 from tests.zoo import build
 
 

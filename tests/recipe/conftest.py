@@ -3,7 +3,7 @@
 import pytest
 
 from prunekit.data import load_data
-from prunekit.models import load_model
+from prunekit.specs import load_model
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 import prunekit as pk
-from prunekit import swaps
 from prunekit.measure.counting import count_params, per_layer_sparsity
 from prunekit.measure.macs import count_macs
 from prunekit.registry import get_method
 from prunekit.share import KMeansConfig, SharedLayer, share_weights_
 from prunekit.share import api as share_api
+from prunekit.surgery import swaps
 from prunekit.targets import select_layers
 from tests import zoo
 

@@ -34,9 +34,10 @@ from prunekit.prune.structured.plan import (
 )
 from prunekit.prune.structured.report import GroupRow, StructuredReport
 from prunekit.prune.structured.rules import HEAD
-from prunekit.prune.structured.shrink import Undo, shrink_
 from prunekit.prune.structured.trace import run_model, split_inputs
 from prunekit.registry import method_for_config
+from prunekit.surgery.shrink import shrink_
+from prunekit.surgery.transaction import transaction
 from prunekit.targets import check_selectors, matches
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,11 @@ def prune_structured_(
     example_inputs: Any = None,
     loss_fn: LossFn | None = None,
     dry_run: bool = False,
-    undo: Undo | None = None,
 ) -> StructuredReport:
     """Remove whole units (``config.pattern`` ``channel`` or ``head``) and rebuild the layers.
 
     example_inputs: traced to find the coupled groups; by default the inputs of the first batch
         of ``data``. dry_run: plan and report only; the model is not touched.
-    undo: if given, the surgery's changes are appended to it (to roll back several prunes).
     """
     start = time.perf_counter()
     method = method_for_config(config).name
@@ -112,7 +111,7 @@ def prune_structured_(
     report.plan = {p: {d: idx.tolist() for d, idx in dims.items()} for p, dims in plan.items()}
     if not dry_run and plan:
         report.max_diff = apply_plan_(
-            model, plan, head_fraction, example_inputs, verify=config.verify, undo=undo
+            model, plan, head_fraction, example_inputs, verify=config.verify
         )
         report.applied = True
     report.seconds = time.perf_counter() - start
@@ -286,26 +285,22 @@ def apply_plan_(
     head_fraction: dict[str, float],
     example_inputs: Any,
     verify: bool = True,
-    undo: Undo | None = None,
 ) -> float | None:
     """Shrink ``model`` by the plan; with ``verify``, compare against the masked model.
 
-    Returns the largest output difference found (None without verification). On success the
-    changes are appended to ``undo`` if given."""
+    Returns the largest output difference found (None without verification); on any failure
+    the model is put back as it was."""
     was_training = model.training
     model.eval()
     reference = _masked_outputs(model, plan, example_inputs) if verify else None
-    local = Undo()
     try:
-        shrink_(model, plan, head_fraction, local)
-        diff = None
-        if reference is not None:
-            diff = _compare(run_model(model, example_inputs), reference)
-        if undo is not None:
-            undo.steps.extend(local.steps)
+        with transaction(model):
+            shrink_(model, plan, head_fraction)
+            diff = None
+            if reference is not None:
+                diff = _compare(run_model(model, example_inputs), reference)
         return diff
     except Exception as e:
-        local.rollback()
         if isinstance(e, PrunekitError):
             raise
         raise PrunekitError(

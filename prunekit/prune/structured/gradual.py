@@ -1,8 +1,8 @@
 """Structured pruning in steps while training (iterative or gradual, Molchanov et al. 2019).
 
 Each step removes what is needed to reach the schedule's cumulative target, counted against the
-model as it was before the first step, then training continues on the smaller model. All
-surgery is logged in one :class:`Undo`, so a failed run can be rolled back whole.
+model as it was before the first step, then training continues on the smaller model. The
+training loop's ``surgery.transaction`` rolls a failed run back whole.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from prunekit.calibrate import LossFn
 from prunekit.config import PruneConfig
 from prunekit.prune.structured.api import prune_structured_
 from prunekit.prune.structured.report import StructuredReport
-from prunekit.prune.structured.shrink import Undo
 
 
 class StructuredSteps:
@@ -26,7 +25,6 @@ class StructuredSteps:
         self.done = 0.0  # fraction of the final target reached so far
         self.dense_macs: int | None = None
         self.macs: int | None = None
-        self.undo = Undo()
         self.reports: list[StructuredReport] = []
 
     def step(
@@ -43,7 +41,7 @@ class StructuredSteps:
             return None
         report = prune_structured_(
             model, self._increment(f), data, example_inputs=self.example_inputs,
-            loss_fn=loss_fn, undo=self.undo,
+            loss_fn=loss_fn,
         )  # fmt: skip
         if self.dense_macs is None:
             self.dense_macs = report.macs[0]

@@ -15,7 +15,7 @@ from torch import nn
 
 import prunekit as pk
 from prunekit.errors import PrunekitError
-from prunekit.prune.structured.shrink import structure_record
+from prunekit.surgery.shrink import structure_record
 from tests import hf_zoo, zoo
 
 
@@ -38,7 +38,7 @@ def test_channel_pruned_cnn_round_trips_into_a_fresh_instance(tmp_path, factory)
     assert report.applied and report.params[1] < report.params[0]
 
     pk.save(model, tmp_path / "m")
-    manifest = pk.io.read_manifest(tmp_path / "m")
+    manifest = pk.artifact.io.read_manifest(tmp_path / "m")
     assert manifest["structure"]["record"] == structure_record(model)
     assert "from_pretrained" not in manifest["structure"]  # a plain module: no HF config
 
@@ -56,7 +56,7 @@ def test_a_reloaded_pruned_model_saves_the_same_structure_again(tmp_path):
     pk.prune_(model, pk.MagnitudeConfig(pattern="channel", sparsity=0.5), example_inputs=x)
     pk.save(model, tmp_path / "a")
     pk.save(pk.load(tmp_path / "a", model=zoo.CNNBN()), tmp_path / "b")
-    first, second = (pk.io.read_manifest(tmp_path / d) for d in ("a", "b"))
+    first, second = (pk.artifact.io.read_manifest(tmp_path / d) for d in ("a", "b"))
     assert first["structure"] == second["structure"] and first["tensors"] == second["tensors"]
     assert torch.equal(pk.load(tmp_path / "b", model=zoo.CNNBN())(x), model(x))
 
@@ -69,7 +69,7 @@ def test_a_pruned_builtin_saved_without_source_rebuilds_by_name(tmp_path):
     x = torch.randn(4, 1, 8, 8)
     pk.prune_(model, pk.MagnitudeConfig(pattern="channel", sparsity=0.5), example_inputs=x)
     pk.save(model, tmp_path / "m")
-    assert pk.io.read_manifest(tmp_path / "m")["source"]["name"] == "digits-cnn"
+    assert pk.artifact.io.read_manifest(tmp_path / "m")["source"]["name"] == "digits-cnn"
     loaded = pk.load(tmp_path / "m")  # no model=: built by name, then the record replayed
     assert isinstance(loaded, DigitsCNN) and torch.equal(loaded(x), model(x))
 
@@ -117,7 +117,7 @@ def test_head_and_ffn_pruned_transformer_round_trips(tmp_path, name, from_pretra
     assert _shapes(model) != dense
 
     pk.save(model, tmp_path / "m")
-    structure = pk.io.read_manifest(tmp_path / "m")["structure"]
+    structure = pk.artifact.io.read_manifest(tmp_path / "m")["structure"]
     assert structure["from_pretrained"] is from_pretrained and structure["config"] == config
     written = json.loads((tmp_path / "m" / "config.json").read_text())
     assert {k: written[k] for k in config} == config
@@ -138,7 +138,7 @@ def test_uniformly_ffn_pruned_llama_opens_with_from_pretrained(tmp_path):
     assert {m.out_features for n, m in model.named_modules() if n.endswith("up_proj")} == {32}
 
     pk.save(model, tmp_path / "m")
-    assert pk.io.read_manifest(tmp_path / "m")["structure"]["from_pretrained"] is True
+    assert pk.artifact.io.read_manifest(tmp_path / "m")["structure"]["from_pretrained"] is True
     reopened = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
     assert reopened.config.intermediate_size == 32
     assert _shapes(reopened) == _shapes(model)

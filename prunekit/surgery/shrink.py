@@ -3,15 +3,15 @@
 The only structured-pruning code that edits a model. Tensors are sliced generically (every
 parameter or buffer, along any dimension, tied weights kept tied); then one small *shrinker* per
 module type updates the attributes its forward reads (``in_features``, ``groups``, a head count).
-Every change is logged in an :class:`Undo`, so a failed verification puts the model back, and
-in the model's structure record, so ``prunekit.load`` can rebuild the shapes without pickle.
+Nothing is written into an existing tensor, so ``surgery.transaction`` puts the model back
+exactly when verification fails; every attribute change goes into the model's structure record,
+so ``prunekit.load`` can rebuild the shapes without pickle.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,48 +29,19 @@ HEAD_COUNT_ATTRS = (
 )  # fmt: skip
 
 
-@dataclass
-class Undo:
-    """Everything surgery changed, newest last, to roll back exactly."""
-
-    steps: list[tuple[Any, str, Any]] = field(default_factory=list)
-
-    def set(self, obj: Any, attr: str, value: Any) -> None:
-        if isinstance(obj, dict):
-            self.steps.append((obj, attr, obj.get(attr, _MISSING)))
-            obj[attr] = value
-        else:
-            self.steps.append((obj, attr, getattr(obj, attr)))
-            setattr(obj, attr, value)
-
-    def rollback(self) -> None:
-        for obj, attr, old in reversed(self.steps):
-            if not isinstance(obj, dict):
-                setattr(obj, attr, old)
-            elif old is _MISSING:
-                obj.pop(attr, None)
-            else:
-                obj[attr] = old
-        self.steps.clear()
-
-
-_MISSING = object()
-
-
 def structure_record(model: nn.Module) -> list[dict[str, Any]]:
     """The attribute changes structured pruning made, in order: ``[{module, attr, value}]``."""
     return list(getattr(model, STRUCTURE_ATTR, []))
 
 
 def shrink_(
-    model: nn.Module,
-    removed: dict[str, dict[int, np.ndarray]],
-    head_fraction: dict[str, float],
-    undo: Undo,
+    model: nn.Module, removed: dict[str, dict[int, np.ndarray]], head_fraction: dict[str, float]
 ) -> None:
     """Remove ``removed[name][dim]`` indices from each parameter/buffer ``name``.
 
     head_fraction: attention module name → fraction of its heads kept (head counts scale).
+    New tensors replace the old ones (never written in place), so a :func:`transaction`
+    around the call puts the model back exactly.
     """
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     owners: dict[int, list[tuple[nn.Module, str, str]]] = defaultdict(list)
@@ -95,7 +66,7 @@ def shrink_(
             if isinstance(old, nn.Parameter):
                 new = nn.Parameter(new, requires_grad=old.requires_grad)
             for module, container, attr in owners[id(old)]:
-                undo.set(getattr(module, container), attr, new)
+                getattr(module, container)[attr] = new
             owning = {id(o[0]) for o in owners[id(old)]}
             touched.update(n for n, m in names.items() if id(m) in owning)
     log = structure_record(model)
@@ -103,7 +74,7 @@ def shrink_(
     def update(mname: str, attr: str, value: Any) -> None:
         module = names[mname]
         if getattr(module, attr) != value:
-            undo.set(module, attr, value)
+            setattr(module, attr, value)
             log.append({"module": mname, "attr": attr, "value": value})
 
     for mname in sorted(touched):
@@ -121,7 +92,7 @@ def shrink_(
                 old = old_attrs[mname].get(attr)
                 if isinstance(old, int) and not isinstance(old, bool):
                     update(mname, attr, round(old * fraction))
-    undo.set(model.__dict__, STRUCTURE_ATTR, log)
+    model.__dict__[STRUCTURE_ATTR] = log
 
 
 def _attrs(module: nn.Module) -> dict[str, Any]:

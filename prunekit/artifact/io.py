@@ -22,7 +22,7 @@ Layout of ``manifest.json`` (``format_version`` 3; versions 1 and 2 still load):
                   opens the folder directly},
     swaps (only for a model with swapped-in layers, e.g. codebooks or int8 weights):
               [{module, kind, args, [shapes]}], replayed by ``load`` together with the
-              structure, before the tensors are loaded (``prunekit.swaps``); ``shapes``: the
+              structure, before the tensors are loaded (``prunekit.surgery.swaps``); ``shapes``: the
               replaced layer's pruned tensor shapes, when structured pruning came first,
     manifest_sha256: the checksum of everything above (canonical JSON), so an edited
               manifest is refused rather than loading different weights.
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -63,18 +62,19 @@ from prunekit.artifact.manifest import (
     write_manifest,
 )
 from prunekit.artifact.source import check_source, rebuild
-from prunekit.atomic import staged_dir
-from prunekit.errors import PrunekitError, quote
-from prunekit.io_structure import (
+from prunekit.artifact.structure import (
     check_record_fits,
     hf_config_updates,
     outside,
     rebuild_,
     record_of,
-    restored_on_error,
 )
-from prunekit.prune.structured.shrink import structure_record
-from prunekit.swaps import swap_record
+from prunekit.atomic import staged_dir
+from prunekit.errors import PrunekitError, quote
+from prunekit.models.paths import prunekit_version
+from prunekit.surgery.shrink import structure_record
+from prunekit.surgery.swaps import swap_record
+from prunekit.surgery.transaction import transaction
 
 __all__ = ["artifact_bytes", "artifact_size", "load", "read_manifest", "save"]
 
@@ -162,17 +162,19 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     swapped = [e["module"] for e in swaps]
     _check_names(model, manifest["tensors"], path, skip=swapped)
     check_record_fits(model, record, path)
-    with restored_on_error(model, record):
+    # Every check comes before load_state_dict, the one step that writes into the tensors of a
+    # model passed in: the transaction restores structure, swaps and records, no values needed.
+    with transaction(model):
         shapes = {n: e["shape"] for n, e in manifest["tensors"].items()}
         rebuild_(model, shapes, record, swaps, path)
         _check_names(model, manifest["tensors"], path)
         _check_shapes(model, manifest["tensors"], path)
         state = _read_state(path, manifest)
+        _check_values(model, state, path)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise PrunekitError(f"{path}: the weights do not fit the model: {e}") from None
-        _check_values(model, path)
     return model.eval()
 
 
@@ -270,7 +272,7 @@ def _manifest(
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "prunekit_version": _version(),
+        "prunekit_version": prunekit_version(),
         "source": source,
         "storage": storage,
         "tensors": tensors,
@@ -314,12 +316,16 @@ def _structure(model: nn.Module, folder: Path, hf: bool, encoded: bool) -> dict[
 # --------------------------------------------------------------------------- loading
 
 
-def _check_values(model: nn.Module, path: Path) -> None:
+def _check_values(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     # Values a layer's forward would trip over later (a codebook index past the codebook's end)
-    # are refused now, not at the first forward: swapped-in layers say what they need.
+    # are refused now, not at the first forward: swapped-in layers say what they need, given
+    # their own part of the state about to be loaded.
     for name, module in model.named_modules():
         check = getattr(module, "state_problem", None)
-        problem = check() if callable(check) else None
+        if not callable(check):
+            continue
+        prefix = f"{name}." if name else ""
+        problem = check({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         if problem:
             raise PrunekitError(f"{path}: layer {name!r}: {problem}; the artifact is corrupted")
 
@@ -368,10 +374,3 @@ def _write_json(file: Path, obj: dict[str, Any]) -> None:
     # Compact: on a small compressed model the manifest is a visible share of the bytes on disk
     # (`prunekit measure DIR` prints it readably).
     file.write_text(json.dumps(obj, separators=(",", ":")) + "\n", encoding="utf-8")
-
-
-def _version() -> str:
-    try:
-        return metadata.version("prunekit")
-    except metadata.PackageNotFoundError:
-        return "unknown"

@@ -4,7 +4,7 @@ Weight sharing swaps a Linear for one that stores a codebook and indices; quanti
 for one that stores int8 weights and scales. A swapped-in module keeps all its state in plain
 parameters and buffers (so safetensors can store it, no pickle), and its kind is registered with
 a builder that makes it again from the original layer and the recorded ``args``. The model
-carries the list of swaps it went through; ``prunekit.io`` writes it into the manifest and
+carries the list of swaps it went through; ``prunekit.artifact.io`` writes it into the manifest and
 replays it on a freshly built model before loading the tensors.
 """
 
@@ -19,7 +19,7 @@ from torch import nn
 from prunekit.errors import PrunekitError, quote
 
 SWAPS_ATTR = "_prunekit_swaps"
-# Set by structured pruning (``prunekit.prune.structured.shrink``); read here by name so that
+# Set by structured pruning (``prunekit.surgery.shrink``); read here by name so that
 # this low-level module imports nothing above it.
 _STRUCTURE_ATTR = "_prunekit_structure"
 
@@ -88,19 +88,6 @@ def swap_(
     setattr(parent, child, new)
     model.__dict__[SWAPS_ATTR] = [*swap_record(model), entry]
     return old
-
-
-def unswap_(model: nn.Module, name: str, old: nn.Module) -> None:
-    """Undo the last :func:`swap_` of ``name`` (for an operation that fails half-way)."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, old)
-    record = swap_record(model)
-    for i in range(len(record) - 1, -1, -1):
-        if record[i]["module"] == name:
-            del record[i]
-            break
-    model.__dict__[SWAPS_ATTR] = record
 
 
 def replay_swaps_(model: nn.Module, record: list[dict[str, Any]]) -> None:

@@ -108,7 +108,7 @@ def _from_dir(path: Path, weights: str | Path | None) -> tuple[nn.Module, dict[s
             f"{str(weights)!r} or use a py:FILE.py:FUNCTION spec"
         )
     # Imported here: io rebuilds builtins through this package, so a top-level import would cycle.
-    from prunekit import io
+    from prunekit.artifact import io
 
     model = io.load(path)
     return model.eval(), dict(io.read_manifest(path).get("source") or {"kind": "dir"})

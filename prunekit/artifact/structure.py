@@ -1,10 +1,10 @@
 """The artifact of a structurally pruned model: its structure record, replayed on load.
 
-(The swap record of ``prunekit.swaps`` is replayed right after it; both are undone together by
-``restored_on_error`` when loading fails.)
+(The swap record of ``prunekit.surgery.swaps`` is replayed in the same pass, :func:`rebuild_`;
+both are undone together when loading fails.)
 
 Structured pruning rebuilds layers smaller and logs every module attribute it changes
-(``prunekit.prune.structured.shrink.structure_record``). ``save`` writes that record into the
+(``prunekit.surgery.shrink.structure_record``). ``save`` writes that record into the
 manifest; ``load`` builds the dense architecture, gives it the saved shapes and attributes with
 ``replay_`` and only then loads the weights. A Hugging Face model's ``config.json`` also gets the
 widths it can express (every FFN equally wide; every attention layer with the same head count
@@ -14,7 +14,6 @@ model, i.e. whether ``from_pretrained`` opens the folder without prunekit.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,16 +23,15 @@ import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError, quote
-from prunekit.prune.structured.shrink import (
+from prunekit.surgery.shrink import (
     HEAD_COUNT_ATTRS,
     SIZE_ATTRS,
-    STRUCTURE_ATTR,
     implied_shapes,
     replay_,
     shrinkers,
     structure_record,
 )
-from prunekit.swaps import SWAPS_ATTR, replay_swaps_, swap_record
+from prunekit.surgery.swaps import replay_swaps_, swap_record
 
 # Config keys holding the FFN width, by model family (GPT-2 ``n_inner``, OPT ``ffn_dim``, T5
 # ``d_ff``, DistilBERT ``hidden_dim``, Whisper ``encoder_ffn_dim``).
@@ -139,34 +137,6 @@ def original_shapes(
                 continue
             out.update({(f"{sub}." if sub else "") + k: v for k, v in implied.items()})
     return out
-
-
-@contextlib.contextmanager
-def restored_on_error(model: nn.Module, record: list[dict[str, Any]]) -> Iterator[None]:
-    """Put every module's tensors and children, the recorded attributes and the model's
-    structure and swap records back if the block raises."""
-    modules = dict(model.named_modules(remove_duplicate=False))
-    containers = [
-        (d, dict(d))
-        for m in modules.values()
-        for d in (m._parameters, m._buffers, m._modules)  # _modules: swaps replace children
-    ]
-    attrs = [
-        (modules[e["module"]], e["attr"], getattr(modules[e["module"]], e["attr"])) for e in record
-    ]
-    logs = {k: model.__dict__[k] for k in (STRUCTURE_ATTR, SWAPS_ATTR) if k in model.__dict__}
-    try:
-        yield
-    except BaseException:
-        for container, saved in containers:
-            container.clear()
-            container.update(saved)
-        for module, attr, value in reversed(attrs):
-            setattr(module, attr, value)
-        for key in (STRUCTURE_ATTR, SWAPS_ATTR):
-            model.__dict__.pop(key, None)
-        model.__dict__.update(logs)
-        raise
 
 
 def check_record_fits(model: nn.Module, record: list[dict[str, Any]], path: Path) -> None:
