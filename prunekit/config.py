@@ -57,6 +57,7 @@ class NM:
 _NM_RE = re.compile(r"^(\d+):(\d+)$")
 UNSTRUCTURED = "unstructured"
 STRUCTURED_PATTERNS = ("channel", "head")
+ALL_PATTERNS = (UNSTRUCTURED, "N:M", *STRUCTURED_PATTERNS)
 
 
 def parse_pattern(pattern: str) -> NM | None:
@@ -76,6 +77,11 @@ def parse_pattern(pattern: str) -> NM | None:
             f"got N={n}, M={m}"
         )
     return NM(n, m)
+
+
+def pattern_kind(pattern: str) -> str:
+    """``"N:M"`` for any N:M pattern, else the pattern itself (as methods declare them)."""
+    return "N:M" if _NM_RE.match(pattern) else pattern
 
 
 class PruneConfig(BaseConfig):
@@ -124,6 +130,8 @@ class PruneConfig(BaseConfig):
 
     needs_data: ClassVar[bool] = False
     needs_training: ClassVar[bool] = False
+    # The patterns this method can prune to; the registry and its docs read them from here.
+    patterns: ClassVar[tuple[str, ...]] = ALL_PATTERNS
 
     @field_validator("sparsity")
     @classmethod
@@ -136,6 +144,14 @@ class PruneConfig(BaseConfig):
     @classmethod
     def _pattern_known(cls, v: str) -> str:
         parse_pattern(v)
+        if pattern_kind(v) not in cls.patterns:
+            from prunekit.registry import supporting  # the registry imports this module
+
+            name = cls.method or cls.__name__
+            raise ValueError(
+                f"{name} supports pattern {' or '.join(map(repr, cls.patterns))}; got {quote(v)}"
+                f" (methods for {pattern_kind(v)}: {', '.join(supporting(pattern_kind(v)))})"
+            )
         return v
 
     @field_validator("layer_sparsity")

@@ -18,6 +18,7 @@ register(
     "knowledge distillation from a teacher: soft targets (KL·T²) or embedding matching, "
     "optional hidden states; needs data",
     distill_,
+    example={"epochs": 1},
 )
 
 __all__ = [

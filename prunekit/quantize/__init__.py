@@ -32,6 +32,7 @@ register(
     Int8DynamicConfig,
     "int8 weights per channel, activations quantized per batch; fbgemm CPU kernel",
     int8_dynamic_,
+    example={"min_features": 0},
 )
 register(
     "int8-static",
@@ -39,14 +40,19 @@ register(
     Int8StaticConfig,
     "int8 weights and calibrated activations, BN folded, ReLU fused (torch.ao FX; CPU CNNs)",
     int8_static_,
+    example={"num_samples": 64},
 )
-register("rtn", "quantize", RTNConfig, "weight-only low-bit, round to nearest per group", rtn_)
+register(
+    "rtn", "quantize", RTNConfig, "weight-only low-bit, round to nearest per group", rtn_,
+    example={"bits": 4, "group_size": 16},
+)  # fmt: skip
 register(
     "gptq",
     "quantize",
     GPTQConfig,
     "weight-only low-bit with Hessian error feedback from calibration data (GPTQ)",
     gptq_,
+    example={"bits": 4, "group_size": 16, "num_samples": 32},
 )
 register(
     "qat",
@@ -54,6 +60,7 @@ register(
     QATConfig,
     "fake-quantized layers to train (straight-through), then convert_ to int8",
     qat_,
+    example={"bits": 8},
 )
 
 __all__ = [

@@ -18,6 +18,7 @@ register(
     KMeansConfig,
     "k-means codebook: 2^bits shared values per layer (Han et al. 2016); no data",
     share_weights_,
+    example={"bits": 4},
 )
 
 __all__ = [

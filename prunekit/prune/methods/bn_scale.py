@@ -3,10 +3,10 @@ smallest go. Structured only: γ scales a whole channel, it says nothing about s
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from typing import ClassVar
 
-from prunekit.config import STRUCTURED_PATTERNS, PruneConfig
-from prunekit.prune.methods.base import Scorer
+from prunekit.config import PruneConfig
+from prunekit.prune.structured.scores import bn_scale_groups
 from prunekit.registry import register
 
 
@@ -15,18 +15,11 @@ class BNScaleConfig(PruneConfig):
 
     pattern: str = "channel"
 
-    @field_validator("pattern")
-    @classmethod
-    def _structured_only(cls, v: str) -> str:
-        if v not in STRUCTURED_PATTERNS:
-            raise ValueError(
-                f"bn-scale ranks whole channels by their BatchNorm scale; pattern must be "
-                f"'channel'; got {v!r}"
-            )
-        return v
+    # γ scales a channel; it says nothing about single weights or attention heads.
+    patterns: ClassVar[tuple[str, ...]] = ("channel",)
 
 
 register(
     "bn-scale", "prune", BNScaleConfig, "channels with the smallest BatchNorm |γ| (structured)",
-    Scorer,
+    bn_scale_groups, group_scores=bn_scale_groups, example={"sparsity": 0.5},
 )  # fmt: skip

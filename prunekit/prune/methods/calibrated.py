@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from prunekit.config import PruneConfig
+from prunekit.config import UNSTRUCTURED, PruneConfig
 
 
 class CalibratedConfig(PruneConfig):
@@ -27,6 +27,8 @@ class CalibratedConfig(PruneConfig):
 
     needs_data: ClassVar[bool] = True
     needs_activations: ClassVar[bool] = True
+    # They solve each layer's weights row by row from its inputs: nothing to rank whole units.
+    patterns: ClassVar[tuple[str, ...]] = (UNSTRUCTURED, "N:M")
 
     @model_validator(mode="after")
     def _layerwise(self) -> CalibratedConfig:

@@ -9,6 +9,7 @@ import torch
 from prunekit.config import PruneConfig
 from prunekit.prune import scores
 from prunekit.prune.methods.base import Scorer
+from prunekit.prune.structured.scores import magnitude_groups
 from prunekit.registry import register
 
 
@@ -28,5 +29,6 @@ class MagnitudeScorer(Scorer):
 
 
 register(
-    "magnitude", "prune", MagnitudeConfig, "smallest |w| removed (L1); no data", MagnitudeScorer
-)
+    "magnitude", "prune", MagnitudeConfig, "smallest |w| removed (L1); no data", MagnitudeScorer,
+    group_scores=magnitude_groups, example={"sparsity": 0.5},
+)  # fmt: skip

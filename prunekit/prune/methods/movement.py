@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 
-from prunekit.config import PruneConfig
+from prunekit.config import UNSTRUCTURED, PruneConfig
 from prunekit.prune import scores
 from prunekit.prune.methods.base import GradientScorer
 from prunekit.registry import register
@@ -21,6 +21,8 @@ class MovementConfig(PruneConfig):
 
     needs_data: ClassVar[bool] = True
     needs_training: ClassVar[bool] = True
+    # Scores are per weight, learned step by step; no structured variant.
+    patterns: ClassVar[tuple[str, ...]] = (UNSTRUCTURED, "N:M")
 
 
 class MovementScorer(GradientScorer):
@@ -43,4 +45,5 @@ register(
     MovementConfig,
     "scores −w·∂L/∂w learned while fine-tuning (gradual schedule)",
     MovementScorer,
+    example={"sparsity": 0.5},
 )

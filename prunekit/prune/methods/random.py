@@ -7,6 +7,7 @@ import torch
 from prunekit.config import PruneConfig
 from prunekit.prune import scores
 from prunekit.prune.methods.base import Scorer
+from prunekit.prune.structured.scores import random_groups
 from prunekit.registry import register
 
 
@@ -21,5 +22,6 @@ class RandomScorer(Scorer):
 
 
 register(
-    "random", "prune", RandomConfig, "uniformly random weights removed; a baseline", RandomScorer
-)
+    "random", "prune", RandomConfig, "uniformly random weights removed; a baseline", RandomScorer,
+    group_scores=random_groups, example={"sparsity": 0.5},
+)  # fmt: skip

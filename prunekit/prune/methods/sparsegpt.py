@@ -144,4 +144,5 @@ register(
     SparseGPTConfig,
     "OBS layer reconstruction from calibration data (Hessian 2XXᵀ); one shot",
     SparseGPTSolver,
+    example={"sparsity": 0.5, "num_samples": 32},
 )

@@ -15,6 +15,7 @@ from pydantic import Field
 from prunekit.config import PruneConfig
 from prunekit.prune import scores
 from prunekit.prune.methods.base import GradientScorer
+from prunekit.prune.structured.scores import taylor_groups
 from prunekit.registry import register
 
 
@@ -32,5 +33,6 @@ class TaylorScorer(GradientScorer):
 
 
 register(
-    "taylor", "prune", TaylorConfig, "first-order Taylor |w·∂L/∂w| over data batches", TaylorScorer
-)
+    "taylor", "prune", TaylorConfig, "first-order Taylor |w·∂L/∂w| over data batches",
+    TaylorScorer, group_scores=taylor_groups, example={"sparsity": 0.5, "num_samples": 64},
+)  # fmt: skip

@@ -65,4 +65,5 @@ register(
     WandaConfig,
     "|W|·‖X‖ per output row from calibration data; one shot",
     WandaSolver,
+    example={"sparsity": 0.5, "num_samples": 32},
 )

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunekit.calibrate import LossFn, gradient_pass
+from prunekit.calibrate import LossFn
 from prunekit.config import PruneConfig
 from prunekit.data.batches import first_batch, split_batch
 from prunekit.errors import PrunekitError
-from prunekit.prune.structured import scores as S
 from prunekit.prune.structured.graph import DependencyGraph, Group, analyze
 from prunekit.prune.structured.plan import (
     Limits,
@@ -42,8 +41,6 @@ from prunekit.targets import check_selectors, matches
 
 log = logging.getLogger(__name__)
 
-CRITERIA = ("magnitude", "taylor", "random", "bn-scale")
-
 
 def prune_structured_(
     model: nn.Module,
@@ -60,12 +57,11 @@ def prune_structured_(
         of ``data``. dry_run: plan and report only; the model is not touched.
     """
     start = time.perf_counter()
-    method = method_for_config(config).name
-    if method not in CRITERIA:
-        raise PrunekitError(
-            f"method {method!r} has no structured variant; for pattern={config.pattern!r} use "
-            f"one of {', '.join(CRITERIA)}"
-        )
+    info = method_for_config(config)
+    method = info.name
+    # Configs refuse patterns their method does not support, so a structured config's method
+    # always registered group scores.
+    assert info.group_scores is not None, method
     if example_inputs is None:
         if data is None:
             raise PrunekitError(
@@ -78,7 +74,7 @@ def prune_structured_(
         check_selectors(config.targets, "targets")
     graph = analyze(model, example_inputs)
     candidates, left_alone = _candidates(model, graph, config)
-    scores = _score(model, graph, candidates, config, method, data, loss_fn)
+    scores = info.group_scores(model, candidates, config, data, loss_fn)
     for g in list(candidates):
         if scores.get(g.id) is None:
             candidates.remove(g)
@@ -165,44 +161,6 @@ def _candidates(
             f"with these targets/ignore ({why})"
         )
     return out, left
-
-
-def _score(
-    model: nn.Module,
-    graph: DependencyGraph,
-    groups: list[Group],
-    config: PruneConfig,
-    method: str,
-    data: Iterable[Any] | None,
-    loss_fn: LossFn | None,
-) -> dict[int, np.ndarray | None]:
-    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    if method == "random":
-        return {g.id: S.random(g, config.seed) for g in groups}
-    if method == "bn-scale":
-        modules = dict(model.named_modules())
-        bn = {
-            f"{n}.weight"
-            for n, m in modules.items()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
-        }
-        return {g.id: S.bn_scale(g, tensors, bn) for g in groups}
-    if method == "taylor":
-        if data is None:
-            raise PrunekitError(
-                "data: taylor scores need labelled batches; pass data=[(inputs, labels), ...]"
-            )
-        totals = {g.id: np.zeros(g.size) for g in groups}
-        params = dict(model.named_parameters())
-
-        def observe() -> None:
-            for g in groups:
-                totals[g.id] += S.taylor_term(g, params)
-
-        n = gradient_pass(model, data, observe, loss_fn, getattr(config, "num_samples", None))
-        return {gid: t / n for gid, t in totals.items()}
-    norm = getattr(config, "norm", "l1")
-    return {g.id: S.magnitude(g, tensors, norm) for g in groups}
 
 
 def _plan(

@@ -7,9 +7,14 @@ one, and the members are averaged.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+from torch import nn
 
+from prunekit.calibrate import gradient_pass
+from prunekit.errors import PrunekitError
 from prunekit.prune.structured.graph import Group, Member
 
 
@@ -73,3 +78,56 @@ def taylor_term(group: Group, tensors: dict[str, torch.Tensor]) -> np.ndarray:
 
 def random(group: Group, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, group.id]).random(group.size)
+
+
+# Group scorers: what a pruning method registers as ``group_scores`` (prunekit.registry). Each
+# gives ``{group id: scores [units]}`` for the candidate groups, or ``None`` for a group it cannot
+# rank (such a group is left alone and reported).
+GroupScores = dict[int, np.ndarray | None]
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def magnitude_groups(
+    model: nn.Module, groups: list[Group], config: Any, data: Any, loss_fn: Any
+) -> GroupScores:
+    tensors, norm = _tensors(model), getattr(config, "norm", "l1")
+    return {g.id: magnitude(g, tensors, norm) for g in groups}
+
+
+def random_groups(
+    model: nn.Module, groups: list[Group], config: Any, data: Any, loss_fn: Any
+) -> GroupScores:
+    return {g.id: random(g, config.seed) for g in groups}
+
+
+def bn_scale_groups(
+    model: nn.Module, groups: list[Group], config: Any, data: Any, loss_fn: Any
+) -> GroupScores:
+    bn = {
+        f"{n}.weight"
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+    }
+    tensors = _tensors(model)
+    return {g.id: bn_scale(g, tensors, bn) for g in groups}
+
+
+def taylor_groups(
+    model: nn.Module, groups: list[Group], config: Any, data: Any, loss_fn: Any
+) -> GroupScores:
+    if data is None:
+        raise PrunekitError(
+            "data: taylor scores need labelled batches; pass data=[(inputs, labels), ...]"
+        )
+    totals = {g.id: np.zeros(g.size) for g in groups}
+    params = dict(model.named_parameters())
+
+    def observe() -> None:
+        for g in groups:
+            totals[g.id] += taylor_term(g, params)
+
+    n = gradient_pass(model, data, observe, loss_fn, getattr(config, "num_samples", None))
+    return {gid: t / n for gid, t in totals.items()}
