@@ -10,6 +10,7 @@ from bench import (
     auto,
     deep_compression,
     distill,
+    finetune_defaults,
     fuzz,
     minilm_structured,
     oneshot,
@@ -29,6 +30,7 @@ if __name__ == "__main__":
     quantize.main([])
     onnx.main([])
     distill.main([])
+    finetune_defaults.main([])
     recipes.main([])
     auto.main([])
     fuzz.main([])

@@ -51,7 +51,7 @@ from prunekit.quantize import (
 from prunekit.recipe import Recipe, RecipeError, RecipeReport, run_recipe
 from prunekit.registry import MethodInfo, methods
 from prunekit.share import KMeansConfig, ShareReport, share_weights_
-from prunekit.train import FinetuneReport, finetune_, teacher_copy
+from prunekit.train import FinetuneConfig, FinetuneReport, finetune_, teacher_copy
 
 __version__ = "0.1.0"
 
@@ -67,6 +67,7 @@ __all__ = [
     "DistillConfig",
     "DistillReport",
     "ExportReport",
+    "FinetuneConfig",
     "FinetuneReport",
     "GPTQConfig",
     "Int8DynamicConfig",

@@ -6,11 +6,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from prunekit.config import BaseConfig
+from prunekit.train.config import FinetuneConfig, TrainingSettings
 
 
-class AutoConfig(BaseConfig):
-    """How ``auto_compress`` searches.
+class AutoConfig(TrainingSettings):
+    """How ``auto_compress`` searches, and how its trials train: the training fields of
+    :class:`prunekit.FinetuneConfig` (``lr``, ``lr_schedule``, ``warmup``, ``optimizer``,
+    ``temperature``, ``alpha``…; the dense model always teaches), with the epochs below.
 
     max_drop: accuracy budget, in percentage points below the dense model (1.0: one point).
     objective: ``"size"`` (bytes of the saved artifact) or ``"latency"`` (median ms of one
@@ -18,7 +20,7 @@ class AutoConfig(BaseConfig):
     trials: configurations tried; trial_epochs: fine-tuning epochs of each; final_epochs:
         fine-tuning epochs of the chosen configuration once the search is over (plus one for
         the shared values when it shares weights).
-    lr: fine-tuning learning rate; share_lr: for fine-tuning the shared values after k-means.
+    share_lr: the learning rate of fine-tuning the shared values after k-means.
     bits: the range of k-means bits searched for fully connected layers (``objective="size"``);
         convolutions search ``conv_bits`` (they tolerate less sharing).
     one_shot_limit: the profile bounds each layer's sparsity from above by the largest ratio
@@ -40,7 +42,7 @@ class AutoConfig(BaseConfig):
     trials: int = Field(20, ge=1)
     trial_epochs: int = Field(1, ge=1)
     final_epochs: int = Field(4, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
+    lr: float = Field(1e-3, gt=0.0)  # the search's measured budgets were set at this rate
     share_lr: float = Field(1e-4, gt=0.0)
     bits: tuple[int, int] = (4, 8)
     conv_bits: tuple[int, int] = (5, 8)
@@ -49,6 +51,15 @@ class AutoConfig(BaseConfig):
     final_candidates: int = Field(3, ge=1)
     latency_batch: int = Field(64, ge=1)
     seed: int = 0
+
+    def finetune_config(self, epochs: int) -> FinetuneConfig:
+        """The training of a trial (``trial_epochs``) or of the final retraining."""
+        fields = {k: v for k, v in self.model_dump().items() if k in FinetuneConfig.model_fields}
+        return FinetuneConfig(**{**fields, "epochs": epochs, "seed": self.seed})
+
+    def share_config(self) -> FinetuneConfig:
+        """The one epoch of training the shared values get after k-means, at ``share_lr``."""
+        return self.finetune_config(1).model_copy(update={"lr": self.share_lr})
 
     @model_validator(mode="after")
     def _bit_ranges(self) -> AutoConfig:

@@ -39,8 +39,8 @@ class Retrain:
     def __call__(self, record: TrialRecord) -> tuple[Final, nn.Module]:
         c = self.config
         model = compress(
-            self.dense, record.choice, self.train_data, epochs=c.final_epochs, lr=c.lr,
-            share_epochs=1, share_lr=c.share_lr, seed=c.seed, order=self.order,
+            self.dense, record.choice, self.train_data, c.finetune_config(c.final_epochs),
+            c.share_config(), self.order,
         )  # fmt: skip
         batch = c.latency_batch if c.objective == "latency" else None
         accuracy, size, latency = measure_model(model, self.val_data, batch)

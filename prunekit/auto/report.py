@@ -127,17 +127,17 @@ class AutoReport:
             return None
         c, cfg = self.final.choice, self.config
         prune = {"method": "magnitude", "sparsity": 0.0, "layer_sparsity": dict(c.layer_sparsity)}
-        train = {"lr": cfg.lr, "distill": True, "seed": cfg.seed}
+        train = {**cfg.finetune_config(cfg.final_epochs).to_dict(), "distill": True}
         steps: list[dict[str, Any]] = [
             {"prune": {**prune, "seed": cfg.seed}},
-            {"finetune": {"epochs": cfg.final_epochs, **train}},
+            {"finetune": train},
         ]
         if c.quant == "kmeans":
             share = {"method": "kmeans", "bits": c.bits, "seed": cfg.seed}
             if c.conv_bits is not None:
                 share["conv_bits"] = c.conv_bits
             steps.append({"share": share})
-            steps.append({"finetune": {"epochs": 1, **train, "lr": cfg.share_lr}})
+            steps.append({"finetune": {**cfg.share_config().to_dict(), "distill": True}})
         elif c.quant == "int8-dynamic":
             steps.append({"quantize": {"method": "int8-dynamic"}})
         return {"steps": [*steps, {"measure": {}}]}

@@ -157,9 +157,9 @@ def auto_compress(
         if profile is None:
             profile = accuracy_profile(dense, val_data, seed=config.seed, progress=progress)
         space = build_space(profile, layers, config, int8_layers=_int8_applies(dense))
-        trial = partial(Job, dense, train=train_data, val=val_data, epochs=config.trial_epochs,
-                        lr=config.lr, share_epochs=0, share_lr=config.share_lr,
-                        seed=config.seed, latency_batch=latency_batch, order=order)  # fmt: skip
+        trial = partial(Job, dense, train=train_data, val=val_data,
+                        finetune=config.finetune_config(config.trial_epochs),
+                        latency_batch=latency_batch, order=order)  # fmt: skip
         records = _search(space, config, trial, val_accuracy, used, progress)
         frontier = [records[i] for i in pareto_front([(cost(r, config.objective), r.accuracy)
                                                       for r in records])]  # fmt: skip

@@ -2,7 +2,7 @@
 
 The pipeline is the recipe the search writes out: magnitude pruning to the per-layer sparsity,
 fine-tuning with the dense model teaching (KD), then k-means sharing (its shared values
-fine-tuned when ``share_epochs`` > 0) or int8-dynamic quantization.
+fine-tuned when the job says how) or int8-dynamic quantization.
 A job carries everything it needs, so it runs the same in-process or on a Ray worker.
 """
 
@@ -25,22 +25,20 @@ from prunekit.measure.latency import time_models
 from prunekit.prune import MagnitudeConfig, prune_
 from prunekit.quantize import Int8DynamicConfig, quantize_
 from prunekit.share import KMeansConfig, share_weights_
-from prunekit.train import finetune_, teacher_copy
+from prunekit.train import FinetuneConfig, finetune_, teacher_copy
 
 
 @dataclass
 class Job:
-    """What one trial needs: the dense model, the choice, data and the training budget."""
+    """What one trial needs: the dense model, the choice, data and how to train (``share``:
+    the training of the shared values after k-means; None: none)."""
 
     dense: nn.Module
     choice: Choice
     train: Any
     val: Any
-    epochs: int
-    lr: float
-    share_epochs: int
-    share_lr: float
-    seed: int
+    finetune: FinetuneConfig
+    share: FinetuneConfig | None = None
     latency_batch: int | None = None
     order: torch.Tensor | None = None
 
@@ -78,28 +76,23 @@ def compress(
     dense: nn.Module,
     choice: Choice,
     train: Any,
-    *,
-    epochs: int,
-    lr: float,
-    share_epochs: int,
-    share_lr: float,
-    seed: int,
+    finetune: FinetuneConfig,
+    share: FinetuneConfig | None = None,
     order: torch.Tensor | None = None,
 ) -> nn.Module:
-    """A compressed copy of ``dense`` (which is left as it was); ``order``: the training
-    loader's shuffle state to start from (see :func:`shuffle_state`)."""
+    """A compressed copy of ``dense`` (which is left as it was), trained as ``finetune`` says
+    with the dense model teaching (and its shared values as ``share`` says); ``order``: the
+    training loader's shuffle state to start from (see :func:`shuffle_state`)."""
     restore_shuffle(train, order)
+    seed = finetune.seed
     model = copy.deepcopy(dense)
     teacher = teacher_copy(dense)
     prune_(model, prune_config(choice, seed))
-    finetune_(model, train, epochs=epochs, lr=lr, teacher=teacher, seed=seed, progress=False)
+    finetune_(model, train, finetune, teacher=teacher, progress=False)
     if choice.quant == "kmeans":
         share_weights_(model, KMeansConfig(bits=choice.bits, conv_bits=choice.conv_bits, seed=seed))
-        if share_epochs:
-            finetune_(
-                model, train, epochs=share_epochs, lr=share_lr, teacher=teacher, seed=seed,
-                progress=False,
-            )  # fmt: skip
+        if share is not None:
+            finetune_(model, train, share, teacher=teacher, progress=False)
     elif choice.quant == "int8-dynamic":
         quantize_(model, Int8DynamicConfig(seed=seed))
     return model.eval()
@@ -121,18 +114,8 @@ def measure_model(
 def run_trial(job: Job) -> Outcome:
     """Compress per ``job.choice``, then measure on ``job.val``. Deterministic given the seed."""
     start = time.perf_counter()
-    torch.manual_seed(job.seed)
-    model = compress(
-        job.dense,
-        job.choice,
-        job.train,
-        epochs=job.epochs,
-        lr=job.lr,
-        share_epochs=job.share_epochs,
-        share_lr=job.share_lr,
-        seed=job.seed,
-        order=job.order,
-    )
+    torch.manual_seed(job.finetune.seed)
+    model = compress(job.dense, job.choice, job.train, job.finetune, job.share, job.order)
     accuracy, size, latency = measure_model(model, job.val, job.latency_batch)
     return Outcome(
         accuracy, size, latency, count_params(model), count_nonzeros(model),

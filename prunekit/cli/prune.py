@@ -37,7 +37,7 @@ from prunekit.prune.schedule import SCHEDULES, make_schedule
 from prunekit.prune.structured import StructuredReport, prune_structured_
 from prunekit.recipe.bounded_yaml import load_yaml
 from prunekit.registry import get_method
-from prunekit.train import finetune_, teacher_copy
+from prunekit.train import FinetuneConfig, finetune_, teacher_copy
 
 
 def prune(
@@ -76,7 +76,11 @@ def prune(
     data: str | None = typer.Option(None, help="Data SPEC (default: the builtin model's dataset)."),
     finetune_epochs: int = typer.Option(0, help="Epochs of fine-tuning after (or while) pruning."),
     schedule: str = typer.Option("oneshot", help=f"With fine-tuning: {', '.join(SCHEDULES)}."),
-    lr: float = typer.Option(1e-3, help="Fine-tuning learning rate."),
+    lr: float | None = typer.Option(
+        None,
+        help=f"Fine-tuning peak learning rate (default: FinetuneConfig's, "
+        f"{FinetuneConfig.model_fields['lr'].default:g}).",
+    ),
     distill: bool = typer.Option(
         False,
         "--distill",
@@ -122,7 +126,7 @@ def prune(
     require(schedule in SCHEDULES, "--schedule", schedule, f"one of {', '.join(SCHEDULES)}")
     plan = make_schedule(schedule)
     require(finetune_epochs >= 0, "--finetune-epochs", finetune_epochs, "≥ 0 (0: no fine-tuning)")
-    require(lr > 0, "--lr", lr, "> 0")
+    require(lr is None or lr > 0, "--lr", lr, "> 0")
     require(batch_size >= 1, "--batch-size", batch_size, "≥ 1")
     require(seq_len >= 2, "--seq-len", seq_len, "≥ 2")
     _check_structured_options(config, dry_run, out, finetune_epochs, schedule)
@@ -165,7 +169,7 @@ def prune(
             net,
             train,
             epochs=finetune_epochs,
-            lr=lr,
+            **({} if lr is None else {"lr": lr}),
             eval_data=test,
             seed=seed,
             prune=config if gradual else None,

@@ -1,21 +1,17 @@
-"""``distill_``: train a student in place to imitate a teacher, on the one fine-tuning loop."""
+"""``distill_``: train a student in place to imitate a teacher: ``finetune_`` with a teacher."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from prunekit.calibrate import LossFn
-from prunekit.data.batches import first_batch
 from prunekit.distill.config import DistillConfig
-from prunekit.distill.step import Distiller
-from prunekit.errors import PrunekitError
+from prunekit.train.config import FinetuneConfig
 from prunekit.train.loop import finetune_
 
 log = logging.getLogger(__name__)
@@ -108,54 +104,20 @@ def distill_(
     raises, the student is as it was.
     """
     config = DistillConfig() if config is None else config
-    if not isinstance(config, DistillConfig):
+    if not isinstance(config, FinetuneConfig):
         raise TypeError(f"config must be a DistillConfig; got {type(config).__name__}")
-    shared = {id(p) for p in teacher.parameters()} & {id(p) for p in student.parameters()}
-    if shared:
-        # Freezing the teacher would freeze these in the student too.
-        raise PrunekitError(
-            f"teacher: shares {len(shared)} parameter tensors with the student; pass a copy "
-            f"(copy.deepcopy or prunekit.teacher_copy)"
-        )
-    distiller = Distiller(teacher, config, loss_fn)
-    modes = [(m, m.training) for m in teacher.modules()]
-    flags = [(p, p.requires_grad) for p in teacher.parameters()]
-    teacher.eval().requires_grad_(False)
-    start = time.perf_counter()
-    try:
-        torch.manual_seed(config.seed)  # the projections' initialisation
-        distiller.prepare(student, first_batch(data))
-        run = finetune_(
-            student,
-            data,
-            epochs=config.epochs,
-            lr=config.lr,
-            eval_data=eval_data,
-            optimizer=config.optimizer,
-            weight_decay=config.weight_decay,
-            max_grad_norm=config.max_grad_norm,
-            progress=progress,
-            seed=config.seed,
-            distiller=distiller,
-        )
-    finally:
-        for module, training in modes:
-            module.training = training
-        for p, requires_grad in flags:
-            p.requires_grad_(requires_grad)
-    pairs = [f"{s}={t}" for s, t in distiller.pairs]
-    projections = [
-        f"{pairs[int(i)]}: {p.in_features}→{p.out_features}"
-        for i, p in distiller.projections.items()
-    ]
+    run = finetune_(
+        student, data, config, teacher=teacher, eval_data=eval_data, loss_fn=loss_fn,
+        progress=progress,
+    )  # fmt: skip
     report = DistillReport(
         epochs=run.epochs,
         steps=run.steps,
-        seconds=time.perf_counter() - start,
+        seconds=run.seconds,
         config=config.to_dict(),
         history=run.history,
-        pairs=pairs,
-        projections=projections,
+        pairs=run.pairs,
+        projections=run.projections,
         stopped_early=run.stopped_early,
     )
     log.info("distillation done: %s", report.history[-1] if report.history else "no epoch")

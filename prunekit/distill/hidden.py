@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from prunekit.calibrate import calibration_forward, find_blocks
-from prunekit.distill.config import DistillConfig
 from prunekit.errors import PrunekitError
 from prunekit.measure._common import evaluating
+from prunekit.train.config import TrainingSettings
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class capturing:
 
 
 def resolve_pairs(
-    student: nn.Module, teacher: nn.Module, config: DistillConfig, inputs: Any
+    student: nn.Module, teacher: nn.Module, config: TrainingSettings, inputs: Any
 ) -> list[Pair]:
     """The ``(student, teacher)`` taps ``config.hidden`` asks for; ``inputs`` (one batch's) run
     through both models only when ``"auto"`` has to find the classifiers."""

@@ -1,18 +1,21 @@
-"""Distillation losses: pure functions of student and teacher tensors.
-
-The soft-target KL lives with the training loop's losses (``prunekit.train.losses``), which
-``finetune_(teacher=…)`` uses too; it is re-exported here so all distillation math reads in one
-place.
-"""
+"""Distillation losses: pure functions of student and teacher tensors."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from prunekit.train.losses import distillation_loss
-
 __all__ = ["distillation_loss", "mean_pool", "output_loss", "real_positions", "row_loss"]
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Hinton et al. (2015): KL(teacher_T ‖ student_T) · T², so gradients keep their scale as T
+    grows. student, teacher: logits [B, C] or [B, T, C]."""
+    s = F.log_softmax(student.reshape(-1, student.shape[-1]) / temperature, dim=-1)
+    t = F.log_softmax(teacher.reshape(-1, teacher.shape[-1]) / temperature, dim=-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
 
 
 def real_positions(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The teacher/student step: the loss ``finetune_`` trains on when it is given a distiller.
+"""The teacher/student step: the loss ``finetune_`` trains on when it is given a teacher
+(``finetune_(teacher=…)`` and ``distill_`` alike).
 
 ``Distiller.prepare`` checks one batch before anything trains (labels present when the task
 loss is weighted, outputs of matching shapes, hidden modules that exist and line up) and builds
@@ -9,6 +10,7 @@ for one forward only, and the projections stay in the distiller, never on the st
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -16,12 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunekit.calibrate import LossFn, calibration_forward, token_mask
-from prunekit.data.batches import split_batch
-from prunekit.distill.config import DistillConfig
+from prunekit.data.batches import first_batch, split_batch
 from prunekit.distill.hidden import Pair, Tap, capturing, make_projections, resolve_pairs
 from prunekit.distill.losses import mean_pool, output_loss, real_positions, row_loss
 from prunekit.errors import PrunekitError
 from prunekit.measure._common import evaluating
+from prunekit.train.config import TrainingSettings
 from prunekit.train.losses import forward_with_loss
 
 
@@ -43,11 +45,11 @@ def model_output(out: Any, role: str) -> tuple[torch.Tensor, bool]:
 
 
 class Distiller:
-    """The distillation objective of one run (see ``DistillConfig``): the teacher, the hidden
-    pairs and their projections. Give it to ``prunekit.finetune_(..., distiller=...)``."""
+    """The distillation objective of one run (see ``FinetuneConfig``): the teacher, the hidden
+    pairs and their projections; :func:`teaching` builds it for ``finetune_``."""
 
     def __init__(
-        self, teacher: nn.Module, config: DistillConfig, loss_fn: LossFn | None = None
+        self, teacher: nn.Module, config: TrainingSettings, loss_fn: LossFn | None = None
     ) -> None:
         self.teacher, self.config, self.loss_fn = teacher, config, loss_fn
         self.pairs: list[Pair] = []
@@ -163,6 +165,38 @@ class Distiller:
     def _teacher(self, inputs: Any) -> tuple[torch.Tensor, bool, dict[Tap, torch.Tensor]]:
         with evaluating(self.teacher), torch.no_grad():
             return _run(self.teacher, [t for _, t in self.pairs], inputs, "teacher")
+
+
+@contextmanager
+def teaching(
+    teacher: nn.Module,
+    student: nn.Module,
+    config: TrainingSettings,
+    data: Iterable[Any],
+    loss_fn: LossFn | None = None,
+) -> Iterator[Distiller]:
+    """A prepared :class:`Distiller` for ``student`` (checked on the first batch of ``data``),
+    with ``teacher`` in eval mode and frozen inside; its modes and ``requires_grad`` flags are
+    put back on exit."""
+    shared = {id(p) for p in teacher.parameters()} & {id(p) for p in student.parameters()}
+    if shared:
+        # Freezing the teacher would freeze these in the student too.
+        raise PrunekitError(
+            f"teacher: shares {len(shared)} parameter tensors with the student; pass a copy "
+            f"(copy.deepcopy or prunekit.teacher_copy)"
+        )
+    modes = [(m, m.training) for m in teacher.modules()]
+    flags = [(p, p.requires_grad) for p in teacher.parameters()]
+    teacher.eval().requires_grad_(False)
+    try:
+        distiller = Distiller(teacher, config, loss_fn)
+        distiller.prepare(student, first_batch(data))
+        yield distiller
+    finally:
+        for module, training in modes:
+            module.training = training
+        for p, requires_grad in flags:
+            p.requires_grad_(requires_grad)
 
 
 def _run(

@@ -102,13 +102,9 @@ def _train_and_cache(info: ModelInfo, weights: Path, record: Path, progress: boo
     report = finetune_(
         model,
         data.loader("train", batch_size=recipe.batch_size, seed=recipe.seed),
-        epochs=recipe.epochs,
-        lr=recipe.lr,
+        recipe,
         eval_data=data.loader("test", batch_size=1000),
-        optimizer=recipe.optimizer,
-        weight_decay=recipe.weight_decay,
         progress=progress,
-        seed=recipe.seed,
     )
     seconds = time.perf_counter() - start
     accuracy = report.history[-1].get("eval_accuracy") if report.history else None

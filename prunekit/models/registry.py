@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol
 
+from pydantic import Field
 from torch import nn
 
 from prunekit.errors import PrunekitError, quote
@@ -20,21 +21,14 @@ from prunekit.models.minilm import (
 )
 from prunekit.models.small_cnn import DigitsCNN
 from prunekit.models.vgg import VGGBN
+from prunekit.train.config import FinetuneConfig
 
 
-@dataclass(frozen=True)
-class TrainingRecipe:
-    """How ``pretrained`` trains a builtin from scratch (AdamW with warm-up + cosine LR)."""
+class TrainingRecipe(FinetuneConfig):
+    """How ``pretrained`` trains a builtin from scratch: a :class:`FinetuneConfig` (the loop's
+    settings, AdamW with warm-up + cosine LR by default) and the batch size of the loader."""
 
-    epochs: int
-    lr: float
-    batch_size: int
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+    batch_size: int = Field(128, ge=1)
 
 
 class Recipe(Protocol):

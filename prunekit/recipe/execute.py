@@ -59,9 +59,9 @@ def _prune(step: Step, model: nn.Module, ctx: StepContext) -> dict[str, Any]:
         out["prune"] = prune_(model, config, data=ctx.train).to_dict()
     if options.epochs > 0:
         report = finetune_(
-            model, ctx.train, epochs=options.epochs, lr=options.lr, teacher=teacher,
+            model, ctx.train, options.finetune_config(config.seed), teacher=teacher,
             eval_data=_labelled(ctx), prune=config if gradual else None,
-            schedule=options.schedule if gradual else None, progress=False, seed=config.seed,
+            schedule=options.schedule if gradual else None, progress=False,
         )  # fmt: skip
         out["finetune"] = report.to_dict()
     return out
@@ -73,9 +73,8 @@ def _finetune(step: Step, model: nn.Module, ctx: StepContext) -> dict[str, Any]:
     o = step.options
     assert isinstance(o, FinetuneOptions)
     report = finetune_(
-        model, ctx.train, epochs=o.epochs, lr=o.lr, teacher=ctx.teacher if o.distill else None,
-        temperature=o.temperature, alpha=o.alpha, eval_data=_labelled(ctx), optimizer=o.optimizer,
-        weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm, progress=False, seed=o.seed,
+        model, ctx.train, o.finetune_config(), teacher=ctx.teacher if o.distill else None,
+        eval_data=_labelled(ctx), progress=False,
     )  # fmt: skip
     return report.to_dict()
 

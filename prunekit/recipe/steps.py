@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -23,6 +23,7 @@ from prunekit.errors import PrunekitError, quote
 from prunekit.prune.methods.calibrated import CalibratedConfig
 from prunekit.prune.schedule import SCHEDULES
 from prunekit.registry import MethodInfo, methods
+from prunekit.train.config import FinetuneConfig, TrainingSettings
 
 
 class RecipeError(PrunekitError):
@@ -34,15 +35,21 @@ class RecipeError(PrunekitError):
         self.step, self.verb, self.field = step, verb, field
 
 
-class PruneOptions(BaseConfig):
+class PruneOptions(TrainingSettings):
     """prune's own fields. ``epochs`` > 0 trains after (or, with a gradual ``schedule``, while)
-    pruning, as ``finetune_(prune=config, schedule=...)`` does; ``distill``: the original model
+    pruning, as ``finetune_(prune=config, schedule=...)`` does, with the training fields of
+    :class:`prunekit.FinetuneConfig` (``lr``, ``lr_schedule``, ``warmup``, ``optimizer``,
+    ``temperature``, ``alpha``…; the seed is the method's); ``distill``: the original model
     teaches during that training."""
 
     schedule: str = "oneshot"
     epochs: int = Field(0, ge=0)
-    lr: float = Field(1e-3, gt=0)
     distill: bool = False
+
+    def finetune_config(self, seed: int) -> FinetuneConfig:
+        """The training this step does after (or while) pruning; ``epochs`` must be ≥ 1."""
+        fields = {k: v for k, v in self.model_dump().items() if k in FinetuneConfig.model_fields}
+        return FinetuneConfig(**fields, seed=seed)
 
     @field_validator("schedule")
     @classmethod
@@ -63,19 +70,16 @@ class PruneOptions(BaseConfig):
         return self
 
 
-class FinetuneOptions(BaseConfig):
-    """finetune's fields, as ``prunekit.finetune_`` takes them; ``distill``: the original
-    (unmodified) model teaches, mixing its soft targets in with ``alpha`` at ``temperature``."""
+class FinetuneOptions(FinetuneConfig):
+    """finetune's fields: :class:`prunekit.FinetuneConfig`'s, as ``prunekit.finetune_`` takes
+    them, and ``distill``: the original (unmodified) model teaches, as the config's
+    distillation fields say (soft targets mixed in with ``alpha`` at ``temperature``…)."""
 
-    epochs: int = Field(1, ge=1)
-    lr: float = Field(1e-3, gt=0)
     distill: bool = False
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.5, ge=0, le=1)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float | None = Field(None, gt=0)
-    seed: int = 0
+
+    def finetune_config(self) -> FinetuneConfig:
+        """The config without ``distill`` (which says who teaches, not how)."""
+        return FinetuneConfig(**self.model_dump(exclude={"distill"}))
 
 
 class ExportOptions(BaseConfig):

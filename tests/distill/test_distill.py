@@ -9,6 +9,7 @@ from torch import nn
 import prunekit as pk
 from prunekit.data import load_data
 from prunekit.distill import DistillConfig, distill_
+from prunekit.distill.losses import distillation_loss
 from prunekit.errors import PrunekitError
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.registry import get_method
@@ -46,6 +47,12 @@ def _agreement(student, teacher, batches):
     with torch.no_grad():
         same = sum(int((student(x).argmax(-1) == teacher(x).argmax(-1)).sum()) for x, _ in batches)
     return same / sum(len(x) for x, _ in batches)
+
+
+def _kl(student, teacher, batches):
+    with torch.no_grad():
+        kl = sum(float(distillation_loss(student(x), teacher(x), 1.0)) for x, _ in batches)
+    return kl / len(batches)
 
 
 def _state(model):
@@ -229,11 +236,12 @@ def test_a_weight_shared_student_trains_its_codebooks_and_keeps_its_indices(digi
     pk.share_weights_(student, pk.KMeansConfig(bits=2))
     layer = student[1]
     indices, codebook = layer.indices.clone(), layer.codebook.detach().clone()
-    shared = top1_accuracy(student, test)[0]
+    shared = _kl(student, teacher, test)
     distill_(student, teacher, train, DistillConfig(epochs=2, lr=1e-3), progress=False)
     assert torch.equal(layer.indices, indices)
     assert not torch.equal(layer.codebook.detach(), codebook)
-    assert top1_accuracy(student, test)[0] > shared
+    # What distillation trains for (accuracy moves by a sample or two either way here).
+    assert _kl(student, teacher, test) < 0.8 * shared
 
 
 def test_a_qat_student_distils(digits, teacher):

@@ -1,9 +1,11 @@
+import copy
 import math
 
 import pytest
 import torch
 
 import prunekit as pk
+from prunekit.distill.losses import distillation_loss
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.targets import select_layers
 from tests import zoo
@@ -13,7 +15,7 @@ def _zero_masks(model):
     return {n: (m.weight == 0).clone() for n, m in select_layers(model).items()}
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd"])
 def test_pruned_weights_stay_zero_through_finetuning(optimizer):
     model, batches = zoo.build("cnn-bn")
     pk.prune_(model, pk.MagnitudeConfig(sparsity=0.8, scope="global"))
@@ -97,15 +99,36 @@ def test_schedules_reach_the_final_sparsity_exactly(schedule, config):
     assert sparsities == sorted(sparsities)
 
 
+def _kl_to_teacher(model, teacher, batches):
+    """Mean KL(teacher ‖ model) of the outputs on ``batches``, both in eval mode."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        kl = sum(float(distillation_loss(model(x), teacher(x), 1.0)) for x, _ in batches)
+    model.train(was)
+    return kl / len(batches)
+
+
 def test_distillation_from_a_teacher_runs_and_keeps_masks():
+    # The teacher is another net (seed 1): with alpha=1 only its outputs teach, so the student
+    # must move toward them, which training on the labels alone would not do.
     model, batches = zoo.build("cnn-bn")
-    teacher = pk.teacher_copy(model)
+    teacher = pk.teacher_copy(zoo.build("cnn-bn", seed=1)[0])
     pk.prune_(model, pk.MagnitudeConfig(sparsity=0.7))
     zeros = _zero_masks(model)
-    report = pk.finetune_(model, batches, epochs=2, teacher=teacher, progress=False)
-    assert all(math.isfinite(h["train_loss"]) for h in report.history)
+    plain = copy.deepcopy(model)
+    before = _kl_to_teacher(model, teacher, batches)
+    report = pk.finetune_(
+        model, batches, epochs=4, lr=1e-2, alpha=1.0, teacher=teacher, progress=False
+    )
+    pk.finetune_(plain, batches, epochs=4, lr=1e-2, alpha=1.0, progress=False)
+    after = _kl_to_teacher(model, teacher, batches)
+    without = _kl_to_teacher(plain, teacher, batches)
+    assert after < before and after < without / 3
+    assert all(math.isfinite(h["soft_loss"]) for h in report.history)
     assert all(torch.equal(m.weight == 0, zeros[n]) for n, m in select_layers(model).items())
     assert all(not p.requires_grad for p in teacher.parameters())
+    assert not teacher.training
 
 
 @pytest.mark.parametrize(
@@ -146,11 +169,11 @@ def test_a_causal_lm_trains_on_its_own_shifted_loss_and_prunes_with_taylor():
 
 def test_progress_is_logged_per_epoch_and_within_long_epochs(caplog, monkeypatch):
     # Where no bar is drawn (output to a file) these lines are the progress the CLI shows.
-    import prunekit.train.loop as loop
+    import prunekit.train.progress as progress
 
-    monkeypatch.setattr(loop, "PROGRESS_SECONDS", -1.0)  # every batch counts as a long wait
+    monkeypatch.setattr(progress, "PROGRESS_SECONDS", -1.0)  # every batch counts as a long wait
     model, batches = zoo.build("mlp")
-    with caplog.at_level("INFO", logger="prunekit.train.loop"):
+    with caplog.at_level("INFO", logger="prunekit.train.progress"):
         pk.finetune_(model, batches, epochs=2, eval_data=batches, progress=False)
     lines = [r.getMessage() for r in caplog.records]
     within = [line for line in lines if line.startswith("epoch 1/2: batch ")]
