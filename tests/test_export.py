@@ -6,6 +6,8 @@ import copy
 import warnings
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
@@ -18,10 +20,6 @@ from prunekit.export import ExportReport, export_onnx
 from prunekit.export.twin import export_twin
 from prunekit.measure.onnx import OnnxModule, onnx_latency
 from tests import hf_zoo, zoo
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
 
 
 def _calibrated(name: str) -> tuple[nn.Module, torch.Tensor]:
@@ -453,9 +451,24 @@ def test_static_int8_refuses_onnxruntime_quantization_and_unknown_int8_ops(tmp_p
 
 
 def test_int8_dynamic_bert_exports_with_a_dynamic_sequence(tmp_path, monkeypatch):
-    # onnxruntime's symbolic shape inference gives up on some encoders with a free sequence
-    # length (all-MiniLM-L6-v2 did), leaving its partial graph in the current directory; the
-    # int8 export must still be written and run, and the user's directory stay clean.
+    # onnxruntime's symbolic shape inference gave up on some encoders with a free sequence
+    # length (all-MiniLM-L6-v2 with earlier versions): it saves its partial graph into the
+    # current directory and raises a bare Exception. No model here triggers it with today's
+    # onnxruntime, so it is made to fail that way; the export must fall back to ONNX shape
+    # inference, be written, match PyTorch at a new sequence length, and leave the user's
+    # directory clean.
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    gave_up = []
+
+    def incomplete(in_mp, *_args, **_kwargs):
+        gave_up.append(1)
+        partial = onnx.ModelProto()
+        partial.CopyFrom(in_mp)
+        onnx.save_model(partial, "sym_shape_infer_temp.onnx", save_as_external_data=True)
+        raise Exception("Incomplete symbolic shape inference")  # as onnxruntime does
+
+    monkeypatch.setattr(SymbolicShapeInference, "infer_shapes", staticmethod(incomplete))
     model, inputs = hf_zoo.ZOO["bert"]()
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -463,11 +476,15 @@ def test_int8_dynamic_bert_exports_with_a_dynamic_sequence(tmp_path, monkeypatch
     report = export_onnx(
         model, tmp_path / "q.onnx", inputs, dynamic_sequence=True, quantize="int8-dynamic"
     )
+    assert gave_up == [1]  # the fallback ran
     assert list(cwd.iterdir()) == []
-    assert report.quantize == "int8-dynamic" and report.quantized_sqnr_db > 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "q.onnx"]
+    assert report.quantize == "int8-dynamic" and report.quantized_sqnr_db > 30
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert "MatMulInteger" in ops  # really quantized, not the float graph renamed
     longer = {k: torch.cat([v, v], dim=1)[:, :13] for k, v in inputs.items()}
-    got, _ = _ort(tmp_path / "q.onnx", longer)
+    got, *_ = _ort(tmp_path / "q.onnx", longer)
     with torch.no_grad():
         expected = model(**longer).last_hidden_state
-    cos = torch.nn.functional.cosine_similarity(torch.from_numpy(got), expected, dim=-1)
-    assert cos.mean() > 0.95
+    noise = (torch.from_numpy(got) - expected).square().sum()
+    assert 10 * torch.log10(expected.square().sum() / noise) > 30  # 44 dB measured

@@ -12,7 +12,6 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 
 Init = Literal["linear", "kmeans++", "random"]
 _SKLEARN_INIT = {"kmeans++": "k-means++", "random": "random"}
@@ -124,6 +123,9 @@ def _kmeans(
     values: np.ndarray, size: int, init: Init, seed: int, max_iter: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centers (ascending, every one used) and each value's center, for 1-D ``values``."""
+    # Imported here: scikit-learn costs ~0.6 s, more than the rest of `import prunekit`.
+    from sklearn.cluster import KMeans
+
     distinct = np.unique(values)
     if distinct.size <= size:
         return distinct, np.searchsorted(distinct, values)

@@ -26,8 +26,9 @@ def test_local_keeps_order_and_runs_here():
 
 
 def test_auto_stays_in_process_without_a_cluster(monkeypatch):
+    import ray
+
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("a Ray instance is running in this process")
     assert choose_backend("auto") == "local"
@@ -44,7 +45,8 @@ def test_errors_name_the_argument():
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray = pytest.importorskip("ray")
+    import ray
+
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()

@@ -7,7 +7,8 @@ from prunekit.auto import AutoConfig, auto_compress
 
 @pytest.mark.slow
 def test_trials_on_ray_match_in_process(digits, digits_mlp):
-    ray = pytest.importorskip("ray")
+    import ray
+
     train, val, _ = digits
     config = AutoConfig(max_drop=3.0, trials=4, trial_epochs=1, final_epochs=1, parallel=2)
     local = auto_compress(digits_mlp, train, val, config, backend="local", progress=False)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
 import prunekit as pk
 from prunekit.cli import main
 from prunekit.models import DigitsCNN
-
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
 
 
 @pytest.fixture(scope="module")

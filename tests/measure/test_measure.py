@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -17,6 +16,7 @@ from prunekit.measure import (
     count_macs,
     count_nonzeros,
     count_params,
+    latency,
     measure,
     per_layer_sparsity,
     time_models,
@@ -51,13 +51,25 @@ class DictModel(nn.Module):
         return SimpleNamespace(logits=self.head(h))
 
 
-class Sleepy(nn.Module):
-    def __init__(self, seconds: float) -> None:
+class FakeClock:
+    """Stands in for the ``time`` module of the latency code; only ``Ticking`` models move it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class Ticking(nn.Module):
+    """Takes exactly ``ms`` milliseconds of a fake clock per call."""
+
+    def __init__(self, clock: FakeClock, ms: float) -> None:
         super().__init__()
-        self.seconds = seconds
+        self.clock, self.ms = clock, ms
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.seconds)
+        self.clock.now += self.ms / 1000
         return x
 
 
@@ -137,16 +149,22 @@ def test_effective_macs_halve_with_half_the_weights_zero() -> None:
     assert (macs.dense, macs.effective) == (1200, 900)
 
 
-def test_latency_medians_are_positive_and_attributed_to_each_model() -> None:
-    fast, slow = nn.Linear(8, 8), Sleepy(0.002)
+def test_latency_medians_are_positive_and_attributed_to_each_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A clock only the models advance: exact medians, whatever the machine's load.
+    clock = FakeClock()
+    monkeypatch.setattr(latency, "time", clock)
+    fast, slow = Ticking(clock, 1.0), Ticking(clock, 3.0)
     results = time_models([fast, slow], torch.randn(2, 8), batch_sizes=(1, 3), min_run_time=0.02)
     assert len(results) == 2
     for r in results:
-        assert set(r.median_ms) == {1, 3} and all(ms > 0 for ms in r.median_ms.values())
+        assert set(r.median_ms) == {1, 3}
         assert r.threads == torch.get_num_threads()
         assert all(n >= 5 for n in r.rounds.values())
         assert "interleaved" in r.method
-    assert results[1].median_ms[1] >= 2.0 > results[0].median_ms[1]
+    assert results[0].median_ms == pytest.approx({1: 1.0, 3: 1.0})
+    assert results[1].median_ms == pytest.approx({1: 3.0, 3: 3.0})
 
 
 def test_timing_a_conv_net_leaves_it_trainable_in_its_own_layout() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from torch import nn
 
 from prunekit.data.corpus import corpus_splits
@@ -14,8 +15,6 @@ from prunekit.errors import PrunekitError
 from prunekit.measure import perplexity
 from prunekit.models import available, build, model_info
 from prunekit.models import gpt_tiny as gt
-
-transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
