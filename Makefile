@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 # OpenMP threads spin while waiting; on a shared 2-core machine that slowed torch 50-100x.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test lint format bench install data clean
+.PHONY: demo test lint format bench docs install data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ format: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test data
 	$(BIN)/python -m bench.run
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PIP) -e '.[docs]'
+	@touch $@
+
+# The docs site in site/; --strict turns every broken link or bad reference into an error.
+docs: $(VENV)/.installed-docs
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV)
