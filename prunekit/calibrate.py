@@ -243,3 +243,25 @@ def _detach(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _detach(v) for k, v in obj.items()}
     return obj
+
+
+def hessian_inverse_factor(h: torch.Tensor, dampening: float, method: str) -> torch.Tensor:
+    """Upper Cholesky factor of (H + λI)⁻¹ with λ = dampening · mean(diag H), h: [K, K] — the
+    inverse Hessian that SparseGPT and GPTQ walk column by column. ``method`` names the caller
+    in the errors."""
+    h = h.clone()
+    h.diagonal().add_(dampening * torch.mean(torch.diag(h)))
+    chol, info = torch.linalg.cholesky_ex(h)
+    if int(info) != 0:
+        raise PrunekitError(
+            f"{method}: the layer's Hessian is not positive definite even with dampening="
+            f"{dampening}; raise dampening (e.g. 0.1) or give more calibration samples"
+        )
+    # A huge dampening (1e300, inf) leaves an inverse too small to factor again.
+    factor, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
+    if int(info) != 0:
+        raise PrunekitError(
+            f"{method}: dampening={dampening} leaves no usable inverse Hessian; use a "
+            f"dampening of about 0.01 (0.001 to 1)"
+        )
+    return factor

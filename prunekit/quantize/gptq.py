@@ -14,28 +14,8 @@ import math
 
 import torch
 
-from prunekit.errors import PrunekitError
+from prunekit.calibrate import hessian_inverse_factor
 from prunekit.quantize.grid import GroupGrid, group_params, quantize_column, resolve_group_size
-
-
-def hessian_inverse_factor(h: torch.Tensor, dampening: float) -> torch.Tensor:
-    """Upper Cholesky factor of (H + λI)⁻¹, λ = dampening · mean(diag H). h: [K, K]."""
-    h = h.clone()
-    h.diagonal().add_(dampening * torch.mean(torch.diag(h)))
-    chol, info = torch.linalg.cholesky_ex(h)
-    if int(info) != 0:
-        raise PrunekitError(
-            f"gptq: the layer's Hessian is not positive definite even with dampening="
-            f"{dampening}; raise dampening (e.g. 0.1) or give more calibration samples"
-        )
-    # A huge dampening (1e300, inf) leaves an inverse too small to factor again.
-    factor, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
-    if int(info) != 0:
-        raise PrunekitError(
-            f"gptq: dampening={dampening} leaves no usable inverse Hessian; use a dampening of "
-            f"about 0.01 (0.001 to 1)"
-        )
-    return factor
 
 
 def gptq_quantize(
@@ -75,7 +55,7 @@ def gptq_quantize(
         perm = torch.argsort(torch.diag(h), descending=True, stable=True)
         w, h, pruned = w[:, perm], h[perm][:, perm], pruned[:, perm]
     order = perm.tolist()
-    hinv = hessian_inverse_factor(h, dampening)
+    hinv = hessian_inverse_factor(h, dampening, "gptq")
     maxq = 2**bits - 1
     codes = torch.empty(out, k, device=w.device)
 

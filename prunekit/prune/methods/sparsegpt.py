@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from pydantic import Field, model_validator
 
+from prunekit.calibrate import hessian_inverse_factor
 from prunekit.config import NM
-from prunekit.errors import PrunekitError
 from prunekit.prune.methods.base import CalibrationSolver
 from prunekit.prune.methods.calibrated import CalibratedConfig
 from prunekit.prune.methods.wanda import wanda_scores
@@ -39,27 +39,6 @@ class SparseGPTConfig(CalibratedConfig):
         return self
 
 
-def hessian_inverse_factor(h: torch.Tensor, dampening: float) -> torch.Tensor:
-    """Upper Cholesky factor of (H + λI)⁻¹ with λ = dampening · mean(diag H). h: [K, K]."""
-    h = h.clone()
-    damp = dampening * torch.mean(torch.diag(h))
-    h.diagonal().add_(damp)
-    chol, info = torch.linalg.cholesky_ex(h)
-    if int(info) != 0:
-        raise PrunekitError(
-            f"sparsegpt: the layer's Hessian is not positive definite even after dampening="
-            f"{dampening}; raise dampening (e.g. 0.1) or give more calibration samples"
-        )
-    # A huge dampening (1e300, inf) leaves an inverse too small to factor again.
-    factor, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
-    if int(info) != 0:
-        raise PrunekitError(
-            f"sparsegpt: dampening={dampening} leaves no usable inverse Hessian; use a "
-            f"dampening of about 0.01 (0.001 to 1)"
-        )
-    return factor
-
-
 def sparsegpt_prune(
     w: torch.Tensor,
     h: torch.Tensor,
@@ -78,7 +57,7 @@ def sparsegpt_prune(
     # independent of the rest, and they are pruned or kept by magnitude like any other.
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
-    hinv = hessian_inverse_factor(h, dampening)
+    hinv = hessian_inverse_factor(h, dampening, "sparsegpt")
 
     starts = list(range(0, k, block_size))
     widths = [min(block_size, k - s) for s in starts]
