@@ -12,7 +12,7 @@ from torch import nn
 
 from prunekit.auto.config import AutoConfig
 from prunekit.auto.space import Choice
-from prunekit.measure.render import markdown_table, render_table
+from prunekit.report import Report, Table
 
 
 @dataclass
@@ -90,36 +90,27 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
 
 
-@dataclass
-class AutoReport:
+@dataclass(kw_only=True)
+class AutoReport(Report):
     """The search and its result. ``model`` is the chosen compressed model (the dense copy when
-    no configuration met the budget); ``frontier`` lists trial numbers, cheapest first."""
+    no configuration met the budget); ``frontier`` lists trial numbers, cheapest first.
+    ``config`` is the :class:`AutoConfig` itself (``to_dict`` writes its JSON dict)."""
 
-    config: AutoConfig
+    method: str = "auto"
+    config: AutoConfig  # type: ignore[assignment]
     baseline: dict[str, Any]
     space: dict[str, Any]
     trials: list[TrialRecord]
     frontier: list[int]
     final: Final | None
     backend: str
-    seconds: float
     model: nn.Module | None = field(default=None, repr=False)
+
+    hidden = ("model",)
 
     @property
     def cost_key(self) -> str:
         return "bytes" if self.config.objective == "size" else "latency_ms"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "baseline": self.baseline,
-            "space": self.space,
-            "trials": [t.to_dict() for t in self.trials],
-            "frontier": self.frontier,
-            "final": self.final.to_dict() if self.final else None,
-            "backend": self.backend,
-            "seconds": self.seconds,
-        }
 
     def recipe(self) -> dict[str, Any] | None:
         """The chosen configuration as a recipe (API.md "Recipes"), or None if none was chosen."""
@@ -173,7 +164,11 @@ class AutoReport:
             writer.writerows(rows)
         return path
 
-    def _table_rows(self) -> list[list[str]]:
+    def title(self) -> str:
+        c = self.config
+        return f"auto-compression ({c.objective}, max drop {c.max_drop:g} pts)"
+
+    def table(self) -> Table:
         front = set(self.frontier)
         rows = []
         for t in self.trials:
@@ -181,11 +176,20 @@ class AutoReport:
             marks = ("*" if t.number in front else "") + ("" if t.feasible else " ✗")
             rows.append([f"{t.number}{marks}", t.choice.label(), f"{100 * t.accuracy:.2f}",
                          f"{-t.drop:+.2f}", cost])  # fmt: skip
-        return rows
+        unit = "bytes" if self.cost_key == "bytes" else "ms/forward"
+        return ["trial", "choice (sparsity per layer, quantization)", "val %", "Δ pts", unit], rows
 
-    def _columns(self) -> list[str]:
-        cost = "bytes" if self.cost_key == "bytes" else "ms/forward"
-        return ["trial", "choice (sparsity per layer, quantization)", "val %", "Δ pts", cost]
+    def notes(self) -> list[str]:
+        c = self.config
+        return [
+            "trials marked * are on the frontier; ✗: over the budget",
+            *self._summary().split("\n"),
+            f"{c.trials} trials of {c.trial_epochs} epoch(s), backend {self.backend}, "
+            f"{self.seconds:.0f} s; trials are scored on a validation split carved from the "
+            f"training data; the chosen configuration is retrained for {c.final_epochs} epochs "
+            f"and checked on the test split",
+            *super().notes(),
+        ]
 
     def _summary(self) -> str:
         b = self.baseline
@@ -202,24 +206,4 @@ class AutoReport:
             f"{dense}.\nchosen: trial {f.trial}, {f.choice.label()}: {f.bytes:,} bytes "
             f"({b['bytes'] / f.bytes:.1f}× smaller), val {100 * f.val_accuracy:.2f}%{test}; "
             f"{verdict} the {self.config.max_drop:g}-point budget."
-        )
-
-    def __str__(self) -> str:
-        title = f"auto-compression ({self.config.objective}, max drop {self.config.max_drop:g} pts)"
-        table = render_table(
-            title, self._columns(), self._table_rows(), caption="* on the frontier, ✗ over budget"
-        )
-        return f"{table}\n{self._summary()}"
-
-    def to_markdown(self) -> str:
-        c = self.config
-        return (
-            f"# prunekit auto: {c.objective}, max drop {c.max_drop:g} points\n\n"
-            f"{c.trials} trials of {c.trial_epochs} epoch(s), backend {self.backend}, "
-            f"{self.seconds:.0f} s. Trials are scored on a validation split carved from the "
-            f"training data; the chosen configuration is retrained for {c.final_epochs} epochs "
-            f"and checked on the test split.\n\n"
-            + markdown_table(self._columns(), self._table_rows())
-            + "\n\n\\* on the frontier, ✗ over the budget\n\n"
-            + self._summary().replace("\n", "\n\n")
         )

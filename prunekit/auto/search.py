@@ -63,14 +63,14 @@ def _accuracy(model: nn.Module, data: Iterable[Any], what: str) -> float:
 
 
 def accuracy_profile(
-    model: nn.Module, val_data: Iterable[Any], *, seed: int = 0, progress: bool = True
+    model: nn.Module, eval_data: Iterable[Any], *, seed: int = 0, progress: bool = True
 ) -> Any:
     """The sensitivity profile ``auto_compress`` uses: each prunable layer alone pruned by
-    magnitude, one-shot, to each of ``PROFILE_RATIOS``, accuracy in percent on ``val_data``.
+    magnitude, one-shot, to each of ``PROFILE_RATIOS``, accuracy in percent on ``eval_data``.
     Compute it once to share between searches of the same model."""
     return analyze_sensitivity(
         model,
-        _PercentAccuracy(val_data),
+        _PercentAccuracy(eval_data),
         config=MagnitudeConfig(seed=seed),
         ratios=PROFILE_RATIOS,
         # One-shot points cost one evaluation each: cheaper here than shipped to workers.
@@ -88,7 +88,7 @@ class _PercentAccuracy:
         self.data = data
 
     def __call__(self, model: nn.Module) -> float:
-        return 100 * _accuracy(model, self.data, "val_data")
+        return 100 * _accuracy(model, self.data, "eval_data")
 
 
 def _study(space: Space, config: AutoConfig) -> Any:
@@ -113,7 +113,7 @@ def _study(space: Space, config: AutoConfig) -> Any:
 def auto_compress(
     model: nn.Module,
     train_data: Iterable[Any],
-    val_data: Iterable[Any],
+    eval_data: Iterable[Any],
     config: AutoConfig | None = None,
     *,
     test_data: Iterable[Any] | None = None,
@@ -124,13 +124,13 @@ def auto_compress(
     """Search for the smallest (``objective="size"``) or fastest (``"latency"``) compression of
     ``model`` that loses at most ``config.max_drop`` accuracy points; ``model`` is not changed.
 
-    train_data: labelled batches to fine-tune on; val_data: labelled batches, held out from
+    train_data: labelled batches to fine-tune on; eval_data: labelled batches, held out from
         training (e.g. carved from the training split with :func:`validation_split`), that
         score each trial; test_data: labelled batches on which the chosen configuration,
-        retrained for ``final_epochs``, is checked against the budget (val_data if None).
+        retrained for ``final_epochs``, is checked against the budget (eval_data if None).
     profile: a ``prunekit.analyze.SensitivityProfile`` of ``model`` whose metric is accuracy
         in percent (so drops are in points), e.g. from an earlier report; computed when None
-        (one-shot magnitude pruning of each layer alone, on val_data). It bounds each layer's
+        (one-shot magnitude pruning of each layer alone, on eval_data). It bounds each layer's
         sparsity and gives the first configuration tried.
     backend: where trials run: ``"ray"``, ``"local"`` or ``"auto"`` (Ray if a cluster is
         reachable); ``config.parallel`` trials are proposed at a time.
@@ -140,7 +140,7 @@ def auto_compress(
     config = AutoConfig() if config is None else config
     if not isinstance(config, AutoConfig):
         raise TypeError(f"config: expected an AutoConfig; got {type(config).__name__}")
-    _check(model, {"train_data": train_data, "val_data": val_data, "test_data": test_data})
+    _check(model, {"train_data": train_data, "eval_data": eval_data, "test_data": test_data})
     start = time.perf_counter()
     used = choose_backend(backend)
     # Every trial, and the final retraining, start the loader's shuffling from this state:
@@ -150,20 +150,20 @@ def auto_compress(
         dense = copy.deepcopy(model).eval()
         layers = {name: layer.weight.dim() > 2 for name, layer in select_layers(dense).items()}
         latency_batch = config.latency_batch if config.objective == "latency" else None
-        val_accuracy, dense_bytes, dense_latency = measure_model(dense, val_data, latency_batch)
+        val_accuracy, dense_bytes, dense_latency = measure_model(dense, eval_data, latency_batch)
         test_accuracy = None if test_data is None else _accuracy(dense, test_data, "test_data")
         baseline = {"val_accuracy": val_accuracy, "test_accuracy": test_accuracy,
                     "bytes": dense_bytes, "latency_ms": dense_latency}  # fmt: skip
         if profile is None:
-            profile = accuracy_profile(dense, val_data, seed=config.seed, progress=progress)
+            profile = accuracy_profile(dense, eval_data, seed=config.seed, progress=progress)
         space = build_space(profile, layers, config, int8_layers=_int8_applies(dense))
-        trial = partial(Job, dense, train=train_data, val=val_data,
+        trial = partial(Job, dense, train=train_data, val=eval_data,
                         finetune=config.finetune_config(config.trial_epochs),
                         latency_batch=latency_batch, order=order)  # fmt: skip
         records = _search(space, config, trial, val_accuracy, used, progress)
         frontier = [records[i] for i in pareto_front([(cost(r, config.objective), r.accuracy)
                                                       for r in records])]  # fmt: skip
-        retrain = Retrain(dense, config, train_data, val_data, val_accuracy, order)
+        retrain = Retrain(dense, config, train_data, eval_data, val_accuracy, order)
         final, chosen = finalize(retrain, records, frontier)
         if final is not None and test_accuracy is not None:
             final.check_on_test(chosen, test_data, test_accuracy, config.max_drop)

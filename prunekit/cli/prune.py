@@ -1,7 +1,8 @@
 """``prunekit prune``: prune a model, optionally fine-tune it, and write it with its report.
 
 Structured patterns (``channel``, ``head``) trace the model on the first batch of ``--data`` and
-rebuild its layers smaller; ``--dry-run`` prints that plan and writes nothing.
+rebuild its layers smaller. ``--dry-run`` (any pattern) prints what would be removed, per layer
+or per group, and writes nothing: ``prune_(..., dry_run=True)``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from prunekit.measure.accuracy import top1_accuracy
 from prunekit.measure.tasks import text_metrics
 from prunekit.prune import prune_
 from prunekit.prune.schedule import SCHEDULES, make_schedule
-from prunekit.prune.structured import StructuredReport, prune_structured_
+from prunekit.prune.structured import StructuredReport
 from prunekit.recipe.bounded_yaml import load_yaml
 from prunekit.registry import get_method
 from prunekit.train import FinetuneConfig, finetune_, teacher_copy
@@ -71,7 +72,8 @@ def prune(
     dry_run: bool = typer.Option(
         False,
         "--dry-run",
-        help="Structured: print the plan (units kept, params, MACs); write nothing.",
+        help="Print what would be removed (per layer; structured: units kept, params, MACs); "
+        "change and write nothing.",
     ),
     data: str | None = typer.Option(None, help="Data SPEC (default: the builtin model's dataset)."),
     finetune_epochs: int = typer.Option(0, help="Epochs of fine-tuning after (or while) pruning."),
@@ -215,11 +217,6 @@ def _check_structured_options(
     config: Any, dry_run: bool, out: Path | None, finetune_epochs: int, schedule: str
 ) -> None:
     # Checked before the model loads, so bad combinations cost nothing and write nothing.
-    if dry_run and not config.structured:
-        raise PrunekitError(
-            f"--dry-run plans structured pruning only (--pattern channel or head); got "
-            f"pattern {config.pattern!r}"
-        )
     if out is None and not dry_run:
         raise PrunekitError("--out: name the output directory (or pass --dry-run to only plan)")
     if config.structured and finetune_epochs > 0 and schedule != "oneshot":
@@ -231,7 +228,7 @@ def _check_structured_options(
 
 def _dry_run(net: Any, config: Any, train: Any, model: str, data: str, json_out: bool) -> None:
     with console.status("planning…", spinner="dots"):
-        report = prune_structured_(net, config, train, dry_run=True)
+        report = prune_(net, config, data=train, dry_run=True)
     if json_out:
         print_json({"model": model, "data": data, "dry_run": True, "prune": report.to_dict()})
     else:

@@ -134,7 +134,7 @@ def run(
             identity=identity,
             source={**source, "recipe": plan.to_dict()},
             tokenizer=splits.tokenizer if text else None,
-            progress=progress,
+            on_step=progress,
         )
     if json_out:
         print_json(report.to_dict())

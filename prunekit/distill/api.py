@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -13,17 +13,14 @@ from prunekit.calibrate import LossFn
 from prunekit.distill.config import DistillConfig
 from prunekit.train.config import FinetuneConfig
 from prunekit.train.loop import finetune_
+from prunekit.train.report import FinetuneReport
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = (("train_loss", "loss"), ("task_loss", "task"), ("soft_loss", "soft"),
-            ("hidden_loss", "hidden"), ("eval_accuracy", "eval acc."),
-            ("eval_agreement", "agreement"), ("eval_fidelity", "fidelity"))  # fmt: skip
 
-
-@dataclass
-class DistillReport:
-    """What a distillation run did.
+@dataclass(kw_only=True)
+class DistillReport(FinetuneReport):
+    """What a distillation run did (``method`` ``"kd"``).
 
     history: one entry per epoch: ``train_loss`` and its parts ``task_loss`` (cross-entropy on
         the labels, when alpha < 1), ``soft_loss`` (the output-matching term), ``hidden_loss``
@@ -34,50 +31,7 @@ class DistillReport:
     projections: the width projections trained (and discarded), ``"pair: in→out"``.
     """
 
-    epochs: int
-    steps: int
-    seconds: float
-    config: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    pairs: list[str] = field(default_factory=list)
-    projections: list[str] = field(default_factory=list)
-    stopped_early: str | None = None
-
-    @property
-    def final_accuracy(self) -> float | None:
-        return self.history[-1].get("eval_accuracy") if self.history else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": "kd",
-            "config": self.config,
-            "epochs": self.epochs,
-            "steps": self.steps,
-            "seconds": self.seconds,
-            "history": self.history,
-            "pairs": self.pairs,
-            "projections": self.projections,
-            "stopped_early": self.stopped_early,
-        }
-
-    def __str__(self) -> str:
-        from prunekit.measure.render import render_table
-
-        shown = [(k, t) for k, t in _COLUMNS if any(h.get(k) is not None for h in self.history)]
-        rows = [[str(h["epoch"]), *(_fmt(h.get(k)) for k, _ in shown)] for h in self.history]
-        notes = [f"hidden: {', '.join(self.pairs)}"] if self.pairs else []
-        notes += [f"projections: {', '.join(self.projections)}"] if self.projections else []
-        notes += [f"stopped early: {self.stopped_early}"] if self.stopped_early else []
-        return render_table(
-            f"kd: {self.epochs} epochs, {self.steps} steps ({self.seconds:.1f} s)",
-            ["epoch", *(title for _, title in shown)],
-            rows,
-            caption="; ".join(notes) or None,
-        )
-
-
-def _fmt(value: Any) -> str:
-    return "" if value is None else f"{value:.4f}"
+    method: str = "kd"
 
 
 def distill_(
@@ -119,6 +73,7 @@ def distill_(
         pairs=run.pairs,
         projections=run.projections,
         stopped_early=run.stopped_early,
+        pruning=run.pruning,
     )
     log.info("distillation done: %s", report.history[-1] if report.history else "no epoch")
     return report

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ from prunekit.calibrate import find_blocks
 from prunekit.errors import PrunekitError
 from prunekit.measure.counting import count_params
 from prunekit.models.hf import is_hf_model
+from prunekit.report import Report
 from prunekit.surgery.depth import block_renamer, drop_blocks_
 from prunekit.surgery.transaction import transaction
 
@@ -47,26 +49,26 @@ LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "encoder
 PER_LAYER_KEYS = ("layer_types", "no_rope_layers")
 
 
-@dataclass(frozen=True)
-class DepthReport:
+@dataclass(kw_only=True)
+class DepthReport(Report):
     """What ``shrink_depth_`` did: the block list it shortened, the kept (original) indices,
-    and parameter counts before and after (a tied weight counts once)."""
+    and parameter counts before and after (a tied weight counts once). ``config`` holds the
+    Hugging Face config fields changed to match (empty for other models)."""
 
+    method: str = "shrink-depth"
     blocks: str
     num_layers_before: int
     kept: list[int]
     params_before: int
     params_after: int
-    config: dict[str, Any]
+
+    computed = ("num_layers_after",)
 
     @property
     def num_layers_after(self) -> int:
         return len(self.kept)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "num_layers_after": self.num_layers_after}
-
-    def __str__(self) -> str:
+    def title(self) -> str:
         return (
             f"{self.blocks}: {self.num_layers_before} → {self.num_layers_after} blocks "
             f"(kept {self.kept}); params {self.params_before:,} → {self.params_after:,}"
@@ -128,6 +130,7 @@ def shrink_depth_(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
+    start = time.perf_counter()
     blocks = find_blocks(model)
     if blocks is None:
         raise PrunekitError(
@@ -144,7 +147,15 @@ def shrink_depth_(
     params_before = count_params(model)
     with transaction(model):
         drop_blocks_(model, list_name, kept, edits)
-    report = DepthReport(list_name, n, kept, params_before, count_params(model), edits)
+    report = DepthReport(
+        config=edits,
+        seconds=time.perf_counter() - start,
+        blocks=list_name,
+        num_layers_before=n,
+        kept=kept,
+        params_before=params_before,
+        params_after=count_params(model),
+    )
     log.info("shrink_depth_: %s", report)
     return report
 

@@ -17,6 +17,7 @@ from prunekit.prune.pruner import Pruner
 from prunekit.prune.report import PruneReport
 from prunekit.prune.structured.api import prune_structured_
 from prunekit.prune.structured.report import StructuredReport
+from prunekit.surgery.transaction import Transaction
 
 
 def prune_(
@@ -26,6 +27,7 @@ def prune_(
     *,
     example_inputs: Any = None,
     loss_fn: LossFn | None = None,
+    dry_run: bool = False,
 ) -> PruneReport | StructuredReport:
     """Prune ``model`` in place to ``config``'s sparsity and pattern, in one shot.
 
@@ -35,6 +37,9 @@ def prune_(
         groups (default: the first batch of ``data``); unused by unstructured and N:M pruning.
     loss_fn: ``loss_fn(logits, labels) -> scalar``; by default the model's own loss when it
         computes one from ``labels`` (Hugging Face models), else cross-entropy.
+    dry_run: score and plan as usual, then put the model back bit for bit: the report (with
+        ``applied=False``) says what the call would remove, per layer (the sparsity reached) or
+        per group (the units and shapes kept); its figures equal the real call's.
 
     Returns a :class:`PruneReport` with the sparsity reached per layer, or for structured
     patterns a :class:`StructuredReport` (units per group, parameters and MACs before/after).
@@ -48,9 +53,34 @@ def prune_(
         )
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
+    if not dry_run:
+        return _prune(model, config, data, example_inputs, loss_fn)
+    # Scoring may run the model (BatchNorm statistics, gradients): every value is put back.
+    tx = Transaction(model)
+    tx.protect_all()
+    grads = [(p, p.grad) for p in model.parameters()]
+    tx.protect(g for _, g in grads if g is not None)
+    try:
+        report = _prune(model, config, data, example_inputs, loss_fn, dry_run=True)
+    finally:
+        tx.rollback()
+        for p, g in grads:
+            p.grad = g
+    report.applied = False
+    return report
+
+
+def _prune(
+    model: nn.Module,
+    config: PruneConfig,
+    data: Iterable[Any] | None,
+    example_inputs: Any,
+    loss_fn: LossFn | None,
+    dry_run: bool = False,
+) -> PruneReport | StructuredReport:
     if config.structured:
         return prune_structured_(
-            model, config, data, example_inputs=example_inputs, loss_fn=loss_fn
+            model, config, data, example_inputs=example_inputs, loss_fn=loss_fn, dry_run=dry_run
         )
     if isinstance(config, CalibratedConfig):
         return prune_calibrated_(model, config, data)

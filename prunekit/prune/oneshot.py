@@ -77,9 +77,9 @@ def _unsupported(m: nn.Module) -> str | None:
     return None
 
 
-def _drop_unsupported(groups: list[Group], explicit: bool) -> tuple[list[Group], list[str]]:
+def _drop_unsupported(groups: list[Group], explicit: bool) -> tuple[list[Group], dict[str, str]]:
     """Layers calibration cannot read are left alone (and reported); an error if asked for."""
-    skipped = []
+    skipped = {}
     kept_groups = []
     for name, runner, layers in groups:
         kept = {}
@@ -93,7 +93,7 @@ def _drop_unsupported(groups: list[Group], explicit: bool) -> tuple[list[Group],
                     f"leave it out with ignore=[{n!r}]"
                 )
             else:
-                skipped.append(n)
+                skipped[n] = f"{why}, which calibration-based pruning does not handle"
         if kept:
             kept_groups.append((name, runner, kept))
     return kept_groups, skipped
@@ -209,10 +209,10 @@ def prune_calibrated_(
     solver: CalibrationSolver = info.impl(config)
     groups, skipped = _drop_unsupported(_groups(model, config), config.targets is not None)
     groups, uncalled = _drop_uncalled(model, groups, data, config)
-    skipped += uncalled
+    skipped.update({n: "never called in the forward pass" for n in uncalled})
     all_layers = {n: m for g in groups for n, m in g[2].items()}
     if not all_layers:
-        raise PrunekitError(f"model has no layer {info.name} can prune (skipped: {skipped})")
+        raise PrunekitError(f"model has no layer {info.name} can prune (skipped: {list(skipped)})")
     check_nm(all_layers, config.nm)
 
     was_training = model.training
@@ -246,7 +246,7 @@ def prune_calibrated_(
         info.name, config.to_dict(), all_layers, time.perf_counter() - start
     )
     report.extra["allocation"] = {n: round(s, 6) for n, s in sparsity.items()}
-    report.extra["skipped"] = skipped
+    report.skipped = skipped
     return report
 
 

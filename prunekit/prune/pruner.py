@@ -122,7 +122,7 @@ class Pruner:
     def prune_to(self, sparsity: float) -> Masks:
         """Plan and apply; returns the masks now in force."""
         masks = self.plan(sparsity)
-        apply_masks_(self.layers, masks)
+        apply_masks_(self.layers, masks, atomic=True)
         if isinstance(self.scorer, GradientScorer):
             self.scorer.reset()
         log.debug("pruned %d layers to sparsity %.4f", len(masks), sparsity)

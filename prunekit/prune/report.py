@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from torch import nn
+
+from prunekit.report import Report, Table, shape
 
 
 @dataclass(frozen=True)
@@ -16,20 +18,27 @@ class LayerSparsity:
     numel: int
     zeros: int
 
+    computed: ClassVar[tuple[str, ...]] = ("sparsity",)
+
     @property
     def sparsity(self) -> float:
         return self.zeros / self.numel if self.numel else 0.0
 
 
-@dataclass
-class PruneReport:
-    """Per-layer sparsity of the pruned layers, and the totals over them."""
+@dataclass(kw_only=True)
+class PruneReport(Report):
+    """Per-layer sparsity of the pruned layers, and the totals over them.
 
-    method: str
-    config: dict[str, Any]
+    sparsity: the fraction of zeros over the pruned layers' weights (``per_layer``: each
+    layer's). applied: False for a dry run (``prune_(..., dry_run=True)``): the figures are
+    what the call would reach; the model was not changed.
+    """
+
     layers: list[LayerSparsity]
-    seconds: float = 0.0
+    applied: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    computed = ("sparsity", "zeros", "numel")
 
     @classmethod
     def from_layers(
@@ -45,7 +54,7 @@ class PruneReport:
             )
             for n, m in layers.items()
         ]
-        return cls(method, config, rows, seconds)
+        return cls(method=method, config=config, layers=rows, seconds=seconds)
 
     @property
     def numel(self) -> int:
@@ -64,28 +73,14 @@ class PruneReport:
     def per_layer(self) -> dict[str, float]:
         return {r.name: r.sparsity for r in self.layers}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "config": self.config,
-            "sparsity": self.sparsity,
-            "zeros": self.zeros,
-            "numel": self.numel,
-            "seconds": self.seconds,
-            "layers": [{**asdict(r), "sparsity": r.sparsity} for r in self.layers],
-            **self.extra,
-        }
+    def title(self) -> str:
+        what = f"{self.sparsity:.2%} of {self.numel:,} weights"
+        if not self.applied:
+            return f"{self.method} (dry run): {what} would be removed"
+        return f"{self.method}: {what} removed"
 
-    def __str__(self) -> str:
-        from prunekit.measure.render import render_table
-
-        rows = [
-            [r.name, r.kind, "×".join(map(str, r.shape)), f"{r.numel:,}", f"{r.sparsity:.2%}"]
-            for r in self.layers
-        ]
+    def table(self) -> Table:
+        rows = [[r.name, r.kind, shape(r.shape), f"{r.numel:,}", f"{r.sparsity:.2%}"]
+                for r in self.layers]  # fmt: skip
         rows.append(["total", "", "", f"{self.numel:,}", f"{self.sparsity:.2%}"])
-        return render_table(
-            f"{self.method}: {self.sparsity:.2%} of {self.numel:,} weights removed",
-            ["layer", "type", "shape", "weights", "sparsity"],
-            rows,
-        )
+        return ["layer", "type", "shape", "weights", "sparsity"], rows

@@ -59,6 +59,8 @@ class AGP(BaseConfig):
 
     ``start`` and ``end`` are fractions of the training steps; the mask is updated
     ``num_updates`` + 1 times between them and the last stretch trains at the final sparsity.
+    A run with fewer steps than that updates at every step, so it still ends at the final
+    sparsity.
     """
 
     kind: Literal["agp"] = "agp"
@@ -75,17 +77,25 @@ class AGP(BaseConfig):
             )
         return self
 
-    def _steps(self, total_steps: int) -> tuple[int, int]:
+    def _steps(self, total_steps: int) -> tuple[int, int, int]:
+        """The first update's step, the steps between updates, and the number of updates after
+        the first. The last update lands on a step that runs (at most ``total_steps - 1``): a
+        run too short for ``num_updates`` updates makes one per step, or with no room at all
+        prunes to the final sparsity at once."""
         start = int(self.start * total_steps)
-        frequency = max(int((self.end - self.start) * total_steps) // self.num_updates, 1)
-        return start, frequency
+        last = min(int(self.end * total_steps), total_steps - 1)
+        span = max(last - start, 0)
+        updates = min(self.num_updates, span)
+        return start, span // updates if updates else 1, updates
 
     def target(self, step: int, total_steps: int, final: float) -> float | None:
-        start, frequency = self._steps(total_steps)
+        start, frequency, updates = self._steps(total_steps)
         offset = step - start
-        if offset < 0 or offset % frequency or offset // frequency > self.num_updates:
+        if offset < 0 or offset % frequency or offset // frequency > updates:
             return None
-        return agp_sparsity(step, self.initial_sparsity, final, start, self.num_updates, frequency)
+        if updates == 0:
+            return final
+        return agp_sparsity(step, self.initial_sparsity, final, start, updates, frequency)
 
 
 Schedule = OneShot | Iterative | AGP

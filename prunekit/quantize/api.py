@@ -79,7 +79,9 @@ def int8_dynamic_(
     new = {name: Int8Linear.from_layer(layer) for name, layer in layers.items()}
     rows = [layer_row(n, layers[n], new[n], 8, None) for n in new]
     swap_all_(model, new, INT8_SWAP, {})
-    return QuantizeReport(config.method, config.to_dict(), rows, skipped)
+    return QuantizeReport(
+        method=config.method, config=config.to_dict(), layers=rows, skipped=skipped
+    )
 
 
 @torch.no_grad()
@@ -96,4 +98,6 @@ def rtn_(model: nn.Module, config: RTNConfig, data: Iterable[Any] | None = None)
         new[name] = WeightOnlyLinear.from_codes(layer, codes, grid, config.symmetric)
     rows = [layer_row(n, layers[n], m, config.bits, m.group_size) for n, m in new.items()]
     swap_all_(model, new, WEIGHT_ONLY_SWAP, {n: weight_only_args(m) for n, m in new.items()})
-    return QuantizeReport(config.method, config.to_dict(), rows, skipped)
+    return QuantizeReport(
+        method=config.method, config=config.to_dict(), layers=rows, skipped=skipped
+    )

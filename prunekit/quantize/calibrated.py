@@ -151,4 +151,6 @@ def gptq_(model: nn.Module, config: GPTQConfig, data: Iterable[Any] | None) -> Q
         model.train(was_training)
     if not rows:
         raise PrunekitError(f"gptq: no layer was quantized ({skipped})")
-    return QuantizeReport(config.method, config.to_dict(), rows, skipped)
+    return QuantizeReport(
+        method=config.method, config=config.to_dict(), layers=rows, skipped=skipped
+    )

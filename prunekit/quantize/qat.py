@@ -177,7 +177,9 @@ def qat_(model: nn.Module, config: QATConfig, data: Any = None) -> QuantizeRepor
     new = {name: _qat_from(layer, config) for name, layer in layers.items()}
     rows = [_qat_row(n, layers[n], m, config.bits) for n, m in new.items()]
     swap_all_(model, new, QAT_SWAP, {n: m.qat_args() for n, m in new.items()})
-    return QuantizeReport(config.method, config.to_dict(), rows, skipped)
+    return QuantizeReport(
+        method=config.method, config=config.to_dict(), layers=rows, skipped=skipped
+    )
 
 
 def _qat_row(name: str, old: nn.Module, new: nn.Module, bits: int) -> LayerQuant:
@@ -195,8 +197,9 @@ def _qat_row(name: str, old: nn.Module, new: nn.Module, bits: int) -> LayerQuant
 
 
 def prepare_qat_(model: nn.Module, config: QATConfig) -> QuantizeReport:
-    """Swap Linear/Conv2d layers for fake-quantized ones to train with ``prunekit.finetune_``;
-    then :func:`convert_`. Same as ``quantize_(model, config)``."""
+    """An alias of ``quantize_(model, config)`` for a :class:`QATConfig`, kept for its name:
+    swap Linear/Conv2d layers for fake-quantized ones to train with ``prunekit.finetune_``, then
+    :func:`convert_`. Returns ``quantize_``'s :class:`QuantizeReport`."""
     from prunekit.quantize.api import quantize_
 
     if not isinstance(config, QATConfig):
@@ -235,7 +238,7 @@ def convert_(model: nn.Module) -> QuantizeReport:
     with transaction(model):
         for name, (module, kind, args) in new.items():
             swap_all_(model, {name: module}, kind, {name: args})
-    return QuantizeReport("qat-convert", {}, rows)
+    return QuantizeReport(method="qat-convert", config={}, layers=rows)
 
 
 def _plain_conv(layer: nn.Module, args: dict[str, Any]) -> nn.Conv2d:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from torch import nn
 
 from prunekit.layout import canonical
 from prunekit.quantize.grid import sqnr_db
+from prunekit.report import Report, Table, shape
 
 
 @dataclass(frozen=True)
@@ -30,17 +31,21 @@ class LayerQuant:
     bytes_before: int
     bytes_after: int
 
+    def to_dict(self) -> dict[str, Any]:
+        # JSON has no infinity: an exact layer (e.g. all zeros) reports None.
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        finite = math.isfinite(self.sqnr_db)
+        return {**row, "shape": list(self.shape), "sqnr_db": self.sqnr_db if finite else None}
 
-@dataclass
-class QuantizeReport:
+
+@dataclass(kw_only=True)
+class QuantizeReport(Report):
     """Layers quantized, layers skipped and why, and the time it took."""
 
-    method: str
-    config: dict[str, Any]
     layers: list[LayerQuant]
-    skipped: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    computed = ("bytes_before", "bytes_after")
 
     @property
     def bytes_before(self) -> int:
@@ -54,49 +59,19 @@ class QuantizeReport:
     def min_sqnr_db(self) -> float:
         return min((r.sqnr_db for r in self.layers), default=math.inf)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "config": self.config,
-            "layers": [_finite(asdict(r)) for r in self.layers],
-            "skipped": dict(self.skipped),
-            "bytes_before": self.bytes_before,
-            "bytes_after": self.bytes_after,
-            "seconds": self.seconds,
-            **self.extra,
-        }
-
-    def __str__(self) -> str:
-        from prunekit.measure.render import render_table
-
-        rows = [
-            [
-                r.name,
-                r.kind,
-                "×".join(map(str, r.shape)),
-                str(r.bits),
-                "-" if r.group_size is None else str(r.group_size),
-                f"{r.sqnr_db:.1f}",
-                f"{r.bytes_before:,}",
-                f"{r.bytes_after:,}",
-            ]
-            for r in self.layers
-        ]
-        rows += [[name, "skipped", why, "", "", "", "", ""] for name, why in self.skipped.items()]
+    def title(self) -> str:
         before, after = self.bytes_before, self.bytes_after
         ratio = f"{before / after:.2f}×" if after else "n/a"
-        return render_table(
+        return (
             f"{self.method}: {len(self.layers)} modules quantized, {before:,} → {after:,} bytes "
-            f"({ratio} smaller), {self.seconds:.2f} s",
-            ["layer", "type", "shape", "bits", "group", "SQNR dB", "bytes", "bytes after"],
-            rows,
+            f"({ratio} smaller), {self.seconds:.2f} s"
         )
 
-
-def _finite(row: dict[str, Any]) -> dict[str, Any]:
-    # JSON has no infinity: an exact layer (e.g. all zeros) reports None.
-    sqnr = row["sqnr_db"]
-    return {**row, "shape": list(row["shape"]), "sqnr_db": sqnr if math.isfinite(sqnr) else None}
+    def table(self) -> Table:
+        rows = [[r.name, r.kind, shape(r.shape), str(r.bits),
+                 "-" if r.group_size is None else str(r.group_size), f"{r.sqnr_db:.1f}",
+                 f"{r.bytes_before:,}", f"{r.bytes_after:,}"] for r in self.layers]  # fmt: skip
+        return ["layer", "type", "shape", "bits", "group", "SQNR dB", "bytes", "bytes after"], rows
 
 
 def state_bytes(module: nn.Module) -> int:

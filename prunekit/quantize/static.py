@@ -342,7 +342,9 @@ def int8_static_(
         )
     swap_all_(model, dict(new), STATIC_SWAP, args)
     note = {"sqnr": "of each region's output on its first calibration batch"}
-    return QuantizeReport(config.method, config.to_dict(), rows, skipped, extra=note)
+    return QuantizeReport(
+        method=config.method, config=config.to_dict(), layers=rows, skipped=skipped, extra=note
+    )
 
 
 def _build_static(region: nn.Module, args: dict[str, Any]) -> nn.Module:

@@ -16,7 +16,8 @@ from typing import Any
 from torch import nn
 
 from prunekit.measure import Comparison, Measurement
-from prunekit.measure.render import markdown_table, render_table
+from prunekit.measure.render import render_table
+from prunekit.report import Report, Table
 
 COLUMNS = ["step", "verb", "method", "quality", "params", "non-zeros", "bytes on disk", "MACs",
            "latency b=1 (ms)", "seconds"]  # fmt: skip
@@ -37,53 +38,56 @@ def row_from(measured: Measurement, artifact_bytes: int | None) -> dict[str, Any
     }
 
 
-@dataclass
-class RecipeReport:
-    """A finished run: the resolved ``recipe``, ``rows`` (the original, then one per step),
-    each step's ``steps`` report, the final ``comparison`` (original vs final, from
-    ``pk.compare``), the output directory and how many steps an earlier run had finished
-    (``resumed_steps``). ``model`` is the final model (not serialized)."""
+@dataclass(kw_only=True)
+class RecipeReport(Report):
+    """A finished run: the resolved recipe (``config``, also ``recipe``), ``rows`` (the
+    original, then one per step), each step's ``steps`` report, the final ``comparison``
+    (original vs final, from ``pk.compare``), the output directory and how many steps an
+    earlier run had finished (``resumed_steps``). ``model`` is the final model (not
+    serialized). ``method`` is ``"run"``."""
 
-    recipe: dict[str, Any]
+    method: str = "run"
     rows: list[dict[str, Any]]
     steps: list[dict[str, Any]]
     comparison: Comparison
     out: Path
     resumed_steps: int = 0
-    seconds: float = 0.0
     model: nn.Module | None = field(default=None, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "recipe": self.recipe,
-            "rows": self.rows,
-            "steps": self.steps,
-            "comparison": self.comparison.to_dict(),
-            "out": str(self.out),
-            "resumed_steps": self.resumed_steps,
-            "seconds": self.seconds,
-        }
+    computed = ("recipe",)  # the key report.json always had
+    hidden = ("model",)
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """The resolved recipe (``{"steps": [...]}``), as ``config``."""
+        return self.config or {}
+
+    def title(self) -> str:
+        return "Steps"
+
+    def table(self) -> Table:
+        return COLUMNS, _cells(self.rows)
+
+    def notes(self) -> list[str]:
+        resumed = f"Resumed after step {self.resumed_steps}: its rows come from the earlier run"
+        return [_quality_note(self.rows), *([resumed] if self.resumed_steps else [])]
 
     def rows_table(self) -> str:
-        return render_table("Steps", COLUMNS, _cells(self.rows), caption=_quality_note(self.rows))
+        """The per-step table alone (what ``prunekit run`` prints)."""
+        return render_table(
+            self.title(), COLUMNS, _cells(self.rows), caption="\n".join(self.notes())
+        )
 
-    def to_markdown(self, title: str = "prunekit run") -> str:
-        resumed = (
-            f"Resumed after step {self.resumed_steps}: its rows come from the earlier run.\n\n"
-            if self.resumed_steps else ""
-        )  # fmt: skip
-        out = f"# {title}\n\n{resumed}## Steps\n\n{markdown_table(COLUMNS, _cells(self.rows))}\n\n"
-        out += f"{_quality_note(self.rows)}\n\n"
-        for step in self.steps:
-            if step["verb"] == "measure":
-                measured = Measurement(**_measurement_fields(step["report"]))
-                out += f"## Step {step['step']}: measure\n\n{measured.to_markdown()}\n"
-        out += f"## Before / after\n\n{self.comparison.to_markdown()}\n"
-        out += f"## Recipe (resolved)\n\n```yaml\n{_yaml(self.recipe)}```\n"
-        return out
-
-    def __str__(self) -> str:
-        return f"{self.rows_table()}\n\n{self.comparison}"
+    def sections(self, markdown: bool) -> list[tuple[str, str]]:
+        if not markdown:
+            return [("Before / after", str(self.comparison))]
+        out = [
+            (f"Step {step['step']}: measure",
+             Measurement(**_measurement_fields(step["report"])).to_markdown())
+            for step in self.steps if step["verb"] == "measure"
+        ]  # fmt: skip
+        out.append(("Before / after", self.comparison.to_markdown()))
+        return [*out, ("Recipe (resolved)", f"```yaml\n{_yaml(self.recipe)}```")]
 
 
 def _cells(rows: list[dict[str, Any]]) -> list[list[str]]:

@@ -75,7 +75,8 @@ def run_recipe(
     identity: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
     tokenizer: Any = None,
-    progress: Callable[[str, bool], None] | None = None,
+    progress: bool = True,
+    on_step: Callable[[str, bool], None] | None = None,
 ) -> RecipeReport:
     """Run ``recipe`` on a copy of ``model``; ``model`` itself is left unchanged (it teaches
     ``distill`` steps and is the "before" of the final table).
@@ -89,7 +90,9 @@ def run_recipe(
     identity: whatever else the run depends on (data and model specs, batch size, seed);
         recorded, and compared on resume.
     source, tokenizer: passed to ``prunekit.save`` for ``out/model``.
-    progress: ``progress(line, finished)`` as each step starts (False) and ends (True).
+    progress: log a line as each step starts and ends (at INFO; at DEBUG when False).
+    on_step: instead of logging, ``on_step(line, finished)`` as each step starts (False) and
+        ends (True), e.g. to update a status line.
 
     Returns a :class:`RecipeReport`; its ``model`` is the final model.
     """
@@ -98,7 +101,8 @@ def run_recipe(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
     evaluation = evaluation or Evaluation()
-    say = progress or (lambda line, finished: log.info("%s", line))
+    level = logging.INFO if progress else logging.DEBUG
+    say = on_step or (lambda line, finished: log.log(level, "%s", line))
     out = Path(out)
     start = time.perf_counter()
     fingerprint = {
@@ -145,7 +149,7 @@ def run_recipe(
         batch_sizes=tuple(evaluation.batch_sizes), min_run_time=evaluation.min_run_time,
     )  # fmt: skip
     result = RecipeReport(
-        recipe=recipe.to_dict(),
+        config=recipe.to_dict(),
         rows=[state.data["original"], *(e["row"] for e in state.finished)],
         steps=[_step_report(e) for e in state.finished],
         comparison=comparison,

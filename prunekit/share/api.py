@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.report import Report, Table, shape
 from prunekit.share.config import KMeansConfig
 from prunekit.share.kmeans import Codebook, cluster
 from prunekit.share.layers import (
@@ -49,15 +49,11 @@ class LayerShare:
     error: float
 
 
-@dataclass
-class ShareReport:
+@dataclass(kw_only=True)
+class ShareReport(Report):
     """Per-layer codebooks of a ``share_weights_`` call; ``skipped``: layer -> why not shared."""
 
-    method: str
-    config: dict[str, Any]
     layers: list[LayerShare]
-    skipped: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
 
     @property
     def bits(self) -> dict[str, int]:
@@ -71,37 +67,14 @@ class ShareReport:
     def errors(self) -> dict[str, float]:
         return {r.name: r.error for r in self.layers}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "config": self.config,
-            "seconds": self.seconds,
-            "layers": [asdict(r) for r in self.layers],
-            "skipped": dict(self.skipped),
-        }
+    def title(self) -> str:
+        n, s = len(self.layers), self.seconds
+        return f"{self.method}: {n} layers share their weights ({s:.1f} s)"
 
-    def __str__(self) -> str:
-        from prunekit.measure.render import render_table
-
-        rows = [
-            [
-                r.name,
-                r.kind,
-                "×".join(map(str, r.shape)),
-                str(r.bits),
-                f"{r.clusters}/{2**r.bits}",
-                f"{r.zeros / r.numel:.2%}",
-                f"{r.error:.4f}",
-            ]
-            for r in self.layers
-        ]
-        skipped = "; ".join(f"{name}: {why}" for name, why in self.skipped.items())
-        return render_table(
-            f"{self.method}: {len(self.layers)} layers share their weights ({self.seconds:.1f} s)",
-            ["layer", "type", "shape", "bits", "clusters", "zeros", "rel. error"],
-            rows,
-            caption=f"not shared: {skipped}" if skipped else None,
-        )
+    def table(self) -> Table:
+        rows = [[r.name, r.kind, shape(r.shape), str(r.bits), f"{r.clusters}/{2**r.bits}",
+                 f"{r.zeros / r.numel:.2%}", f"{r.error:.4f}"] for r in self.layers]  # fmt: skip
+        return ["layer", "type", "shape", "bits", "clusters", "zeros", "rel. error"], rows
 
 
 def share_weights_(model: nn.Module, config: KMeansConfig | None = None) -> ShareReport:
@@ -132,7 +105,13 @@ def share_weights_(model: nn.Module, config: KMeansConfig | None = None) -> Shar
     }
     rows = [_row(name, layers[name], bits[name], plans[name]) for name in layers]
     _swap_all_(model, layers, new)
-    return ShareReport("kmeans", config.to_dict(), rows, skipped, time.perf_counter() - start)
+    return ShareReport(
+        method="kmeans",
+        config=config.to_dict(),
+        layers=rows,
+        skipped=skipped,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _layers(model: nn.Module, config: KMeansConfig) -> tuple[dict[str, nn.Module], dict[str, str]]:

@@ -14,12 +14,27 @@ Masks = dict[str, torch.Tensor]
 
 
 @torch.no_grad()
-def apply_masks_(layers: dict[str, nn.Module], masks: Masks) -> None:
-    """Zero the weights where ``masks[name]`` is False. masks: bool, the weight's shape."""
-    for name, mask in masks.items():
-        weight = layers[name].weight
-        # masked_fill writes +0.0 (mul_ would leave -0.0 for negative weights).
-        weight.masked_fill_(~mask.to(device=weight.device), 0.0)
+def apply_masks_(layers: dict[str, nn.Module], masks: Masks, *, atomic: bool = False) -> None:
+    """Zero the weights where ``masks[name]`` is False. masks: bool, the weight's shape.
+
+    atomic: if writing one layer fails, put back the values already zeroed in the others (it
+    keeps those values, not copies of whole weights). The training loop, which re-applies the
+    masks every step inside its own rollback, leaves it off.
+    """
+    written: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    try:
+        for name, mask in masks.items():
+            weight = layers[name].weight
+            drop = ~mask.to(device=weight.device)
+            old = weight[drop] if atomic else None
+            # masked_fill writes +0.0 (mul_ would leave -0.0 for negative weights).
+            weight.masked_fill_(drop, 0.0)
+            if old is not None:
+                written.append((weight, drop, old))
+    except BaseException:
+        for weight, drop, old in reversed(written):
+            weight.masked_scatter_(drop, old)
+        raise
 
 
 @torch.no_grad()

@@ -106,6 +106,7 @@ def finetune_(
             raise
         finally:
             model.train(was_training)
+        report.prune = sparsity.describe()
         report.pruning = sparsity.events
         report.projections = _projections(objective, report.pairs)
     return report

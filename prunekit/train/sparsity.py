@@ -63,6 +63,18 @@ class SparsityKeeper:
         self.masks: Masks = {}
         self.events: list[dict[str, Any]] = []
 
+    def describe(self) -> dict[str, Any] | None:
+        """The pruning that runs while training, for the report: method, config, schedule."""
+        if self.config is None:
+            return None
+        from prunekit.registry import method_for_config
+
+        return {
+            "method": method_for_config(self.config).name,
+            "config": self.config.to_dict(),
+            "schedule": type(self.plan).__name__.lower(),
+        }
+
     def begin(self) -> None:
         """Take the masks from the weights' zeros as training starts (after every rank has
         rank 0's weights)."""

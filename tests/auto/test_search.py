@@ -128,5 +128,5 @@ def test_bad_inputs_name_the_field(digits, digits_mlp):
         AutoConfig(bits=(3, 9))
     with pytest.raises(ValueError, match="max_drop"):
         AutoConfig(max_drop=0)
-    with pytest.raises(PrunekitError, match="val_data"):
+    with pytest.raises(PrunekitError, match="eval_data"):
         auto_compress(digits_mlp, train, [], backend="local")

@@ -51,6 +51,19 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys, digits_cnn
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits-cnn.safetensors"]
 
 
+def test_dry_run_of_unstructured_pruning_prints_per_layer_sparsity(tmp_path, capsys, digits_cnn):
+    out = tmp_path / "o"
+    argv = ["prune", *digits_cnn, "--method", "magnitude", "--sparsity", "0.5", "--dry-run"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "magnitude (dry run)" in printed and "nothing was changed or written" in printed
+    assert not out.exists()
+    assert main([*argv, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)["prune"]
+    assert plan["applied"] is False and plan["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert {layer["name"] for layer in plan["layers"]} >= {"fc1"}
+
+
 def test_round_to_and_min_channels_shape_the_plan(capsys, digits_cnn):
     argv = ["prune", *digits_cnn, *CHANNEL[:4], "--sparsity", "0.9", "--dry-run", "--json"]
     assert main([*argv, "--round-to", "8", "--min-channels", "24"]) == 0
@@ -83,7 +96,7 @@ def test_bn_scale_to_a_macs_target(tmp_path, capsys, digits_cnn):
     report = json.loads(capsys.readouterr().out)
     assert report["config"]["pattern"] == "channel" and report["config"]["macs_reduction"] == 2.0
     assert report["prune"]["macs_reduction"] >= 2.0
-    assert any("no BatchNorm scale" in s for s in report["prune"]["left_alone"])  # fc1
+    assert any("no BatchNorm scale" in s for s in report["prune"]["skipped"].values())  # fc1
     loaded = pk.load(tmp_path / "run" / "model")
     assert sum(p.numel() for p in loaded.parameters()) == report["prune"]["params_after"]
 
@@ -129,7 +142,6 @@ def test_head_pruning_a_hugging_face_model_on_text(tmp_path, capsys, gpt2_folder
     ("args", "message"),
     [
         (["--method", "magnitude", "--pattern", "head"], "nothing in this model can be removed"),
-        (["--method", "magnitude", "--dry-run"], "--dry-run plans structured pruning only"),
         (
             [*CHANNEL, "--finetune-epochs", "1", "--schedule", "agp"],
             "structured pruning is applied in one shot",

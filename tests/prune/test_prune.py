@@ -49,7 +49,7 @@ def test_conformance_one_shot(model_name, info, scope):
     assert out_after.shape == out_before.shape
     assert torch.isfinite(out_after).all()
     layers = select_layers(model)
-    skipped = report.extra.get("skipped", [])
+    skipped = report.skipped
     assert set(report.per_layer) | set(skipped) == set(layers)
     if scope == "layer":
         for name, m in layers.items():

@@ -26,6 +26,17 @@ def test_agp_schedule_updates_every_frequency_steps_and_ends_at_final():
     assert values == sorted(values)
 
 
+@pytest.mark.parametrize("total", [1, 2, 3, 7, 100])
+@pytest.mark.parametrize("end", [0.75, 1.0])
+def test_agp_reaches_the_final_sparsity_on_a_step_that_runs(total, end):
+    # With fewer steps than num_updates (or end=1.0) the last update fell after the last step:
+    # a 2-step movement run ended at 14% sparsity instead of 50%.
+    sched = AGP(end=end, num_updates=10)
+    updates = [s for s in (sched.target(t, total, 0.5) for t in range(total)) if s is not None]
+    assert updates[-1] == pytest.approx(0.5)
+    assert updates == sorted(updates)
+
+
 def test_iterative_rounds_remove_the_same_fraction_of_what_is_left():
     values = [iterative_sparsity(r, 3, 0.875) for r in (1, 2, 3)]
     assert values == pytest.approx([0.5, 0.75, 0.875])

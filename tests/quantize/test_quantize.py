@@ -61,11 +61,6 @@ def _outputs(model, batches):
     return torch.cat([model(x) for x, _ in batches])
 
 
-def test_every_quantize_method_is_registered():
-    names = {m.name for m in pk.methods("quantize")}
-    assert names == {"int8-dynamic", "int8-static", "rtn", "gptq", "qat"}
-
-
 @pytest.mark.parametrize("zoo", list(ZOO))
 @pytest.mark.parametrize("key", list(CONFIGS))
 def test_contract(zoo, key):

@@ -10,7 +10,6 @@ from torch import nn
 import prunekit as pk
 from prunekit.measure.counting import count_params, per_layer_sparsity
 from prunekit.measure.macs import count_macs
-from prunekit.registry import get_method
 from prunekit.share import KMeansConfig, SharedLayer, share_weights_
 from prunekit.share import api as share_api
 from prunekit.surgery import swaps
@@ -127,7 +126,7 @@ def test_tied_weight_left_dense_and_tied():
     assert "head" in report.skipped and "embed" in report.skipped["head"]
     assert isinstance(model.head, nn.Linear) and model.head.weight is model.embed.weight
     assert set(_shared(model)) == {"mlp.0", "mlp.2"}
-    assert "not shared: head" in str(report)
+    assert "skipped head: weight tied to embed" in str(report)
 
 
 @pytest.mark.parametrize(
@@ -283,12 +282,6 @@ def test_counting_and_macs_run_on_a_shared_model():
     assert per_layer_sparsity(model) == pytest.approx(
         {"features.0": 0.5, "features.3": 0.5, "head": 0.5}, abs=0.01
     )
-
-
-def test_registered():
-    info = get_method("kmeans")
-    assert info.kind == "share" and info.config is KMeansConfig
-    assert info.impl is share_weights_
 
 
 def test_inference_gathers_the_weight_once_and_follows_codebook_changes():

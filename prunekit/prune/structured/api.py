@@ -73,12 +73,12 @@ def prune_structured_(
     if config.targets is not None:
         check_selectors(config.targets, "targets")
     graph = analyze(model, example_inputs)
-    candidates, left_alone = _candidates(model, graph, config)
+    candidates, skipped = _candidates(model, graph, config)
     scores = info.group_scores(model, candidates, config, data, loss_fn)
     for g in list(candidates):
         if scores.get(g.id) is None:
             candidates.remove(g)
-            left_alone.append(f"{g.name}: no BatchNorm scale to rank its {g.kind}s by")
+            skipped[g.name] = f"no BatchNorm scale to rank its {g.kind}s by"
     if not candidates:
         raise PrunekitError(
             f"method {method!r}: none of the prunable groups has a BatchNorm whose scale could "
@@ -100,7 +100,7 @@ def prune_structured_(
         params=(before[0], after[0]),
         macs=(before[1], after[1]),
         applied=False,
-        left_alone=left_alone,
+        skipped=skipped,
         blocked=_blocked_summary(graph),
     )
     plan, head_fraction = removal_plan(graph, removed)
@@ -133,9 +133,9 @@ def _blocked_summary(graph: DependencyGraph) -> list[str]:
 
 def _candidates(
     model: nn.Module, graph: DependencyGraph, config: PruneConfig
-) -> tuple[list[Group], list[str]]:
+) -> tuple[list[Group], dict[str, str]]:
     modules = dict(model.named_modules())
-    left: list[str] = []
+    left: dict[str, str] = {}
 
     def hits(g: Group, selectors: list[str], names: list[str]) -> bool:
         return any(matches(s, n, modules[n]) for s in selectors for n in names if n in modules)
@@ -148,10 +148,10 @@ def _candidates(
         if config.targets is not None and not hits(g, config.targets, [g.name]):
             continue
         if hits(g, config.ignore, g.modules):
-            left.append(f"{g.name}: touches an ignored module")
+            left[g.name] = "touches an ignored module"
             continue
         if g.size < 2:
-            left.append(f"{g.name}: a single {g.kind}")
+            left[g.name] = f"a single {g.kind}"
             continue
         out.append(g)
     if not out:

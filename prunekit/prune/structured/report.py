@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+
+from prunekit.report import Report, Table
 
 
 @dataclass(frozen=True)
@@ -15,30 +16,49 @@ class GroupRow:
     after: int
 
 
-@dataclass
-class StructuredReport:
+@dataclass(kw_only=True)
+class StructuredReport(Report):
     """Units per group before/after; parameters and MACs per sample before/after.
 
-    left_alone: groups that were candidates but are not pruned, with the reason.
+    params_removed: the fraction of the whole model's parameters removed (not a sparsity: the
+        model keeps no zeros, its layers shrink).
+    skipped: groups that were candidates but are not pruned, with the reason.
     blocked: parameter dimensions that can never shrink, with the reason (top reasons only).
     max_diff: largest |rebuilt − masked| output difference found by verification.
     plan: parameter/buffer name → dimension → the indices removed (the serializable plan).
+    applied: False for a dry run: the plan and figures are what the call would do.
     """
 
-    method: str
-    config: dict[str, Any]
     groups: list[GroupRow]
     params: tuple[int, int]
     macs: tuple[int, int]
     applied: bool
-    seconds: float = 0.0
     max_diff: float | None = None
-    left_alone: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     plan: dict[str, dict[int, list[int]]] = field(default_factory=dict)
 
+    computed = ("params_before", "params_after", "macs_before", "macs_after", "params_removed",
+                "macs_reduction")  # fmt: skip
+    hidden = ("params", "macs")  # as the *_before/*_after pairs
+
     @property
-    def sparsity(self) -> float:
+    def params_before(self) -> int:
+        return self.params[0]
+
+    @property
+    def params_after(self) -> int:
+        return self.params[1]
+
+    @property
+    def macs_before(self) -> int:
+        return self.macs[0]
+
+    @property
+    def macs_after(self) -> int:
+        return self.macs[1]
+
+    @property
+    def params_removed(self) -> float:
         """Fraction of the model's parameters removed."""
         before, after = self.params
         return 1 - after / before if before else 0.0
@@ -48,44 +68,24 @@ class StructuredReport:
         before, after = self.macs
         return before / after if after else float("inf")
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, float | int | None]:
         return {"params": self.params[1], "macs": self.macs[1], "macs_reduction":
                 self.macs_reduction, "max_diff": self.max_diff}  # fmt: skip
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "config": self.config,
-            "applied": self.applied,
-            "params_before": self.params[0],
-            "params_after": self.params[1],
-            "macs_before": self.macs[0],
-            "macs_after": self.macs[1],
-            "sparsity": self.sparsity,
-            "macs_reduction": self.macs_reduction,
-            "max_diff": self.max_diff,
-            "seconds": self.seconds,
-            "groups": [asdict(g) for g in self.groups],
-            "left_alone": self.left_alone,
-            "blocked": self.blocked,
-            "plan": {p: {str(d): idx for d, idx in dims.items()} for p, dims in self.plan.items()},
-        }
-
-    def __str__(self) -> str:
-        from prunekit.measure.render import render_table
-
-        rows = [
-            [g.name, g.kind, str(g.before), str(g.after), g.members]
-            for g in self.groups
-            if g.after != g.before
-        ]
+    def title(self) -> str:
         verb = "removed" if self.applied else "would remove (dry run)"
-        title = (
-            f"{self.method} {self.config.get('pattern')}: {verb} {self.sparsity:.1%} of "
-            f"parameters ({self.params[0]:,} → {self.params[1]:,}), MACs "
-            f"{self.macs[0]:,} → {self.macs[1]:,} ({self.macs_reduction:.2f}× fewer)"
+        pattern = (self.config or {}).get("pattern")
+        return (
+            f"{self.method} {pattern}: {verb} {self.params_removed:.1%} of parameters "
+            f"({self.params[0]:,} → {self.params[1]:,}), MACs {self.macs[0]:,} → "
+            f"{self.macs[1]:,} ({self.macs_reduction:.2f}× fewer)"
         )
-        table = render_table(title, ["group", "kind", "units", "kept", "coupled slices"], rows)
-        notes = [f"left alone: {s}" for s in self.left_alone[:8]]
-        notes += [f"cannot shrink: {s}" for s in self.blocked[:8]]
-        return "\n".join([table, *notes])
+
+    def table(self) -> Table:
+        rows = [[g.name, g.kind, str(g.before), str(g.after), g.members]
+                for g in self.groups if g.after != g.before]  # fmt: skip
+        return ["group", "kind", "units", "kept", "coupled slices"], rows
+
+    def notes(self) -> list[str]:
+        left = [f"left alone: {name}: {why}" for name, why in list(self.skipped.items())[:8]]
+        return left + [f"cannot shrink: {s}" for s in self.blocked[:8]]
