@@ -12,8 +12,9 @@ export OMP_WAIT_POLICY := PASSIVE
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The default install plus ExecuTorch: every command the README shows, `export --executorch` too.
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e .
+	$(PIP) -e '.[executorch]'
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

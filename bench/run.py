@@ -7,9 +7,11 @@ compares against the Deep Compression results, so it runs after them.
 from __future__ import annotations
 
 from bench import (
+    accelerate,
     auto,
     deep_compression,
     distill,
+    executorch,
     finetune_defaults,
     fuzz,
     minilm_structured,
@@ -29,6 +31,8 @@ if __name__ == "__main__":
     deep_compression.main([])
     quantize.main([])
     onnx.main([])
+    executorch.main([])
+    accelerate.main([])
     distill.main([])
     finetune_defaults.main([])
     recipes.main([])

@@ -7,6 +7,7 @@ print(pk.compare(dense, model, data=val_batches))
 """
 
 from prunekit import data, models
+from prunekit.accelerate import AccelerateConfig, AccelerateReport, accelerate_
 from prunekit.analyze import (
     ParetoPoint,
     SensitivityProfile,
@@ -20,9 +21,10 @@ from prunekit.auto import AutoConfig, AutoReport, auto_compress
 from prunekit.config import BaseConfig, PruneConfig
 from prunekit.distill import DepthReport, DistillConfig, DistillReport, distill_, shrink_depth_
 from prunekit.errors import DataNotFoundError, PrunekitError
-from prunekit.export import ExportReport, export_onnx
+from prunekit.export import ExecuTorchReport, ExportReport, export_executorch, export_onnx
 from prunekit.measure import Comparison, Measurement, compare, measure
 from prunekit.measure.onnx import OnnxLatency, OnnxModule, onnx_latency
+from prunekit.measure.runtimes import RuntimeReport, RuntimeResult, measure_runtimes
 from prunekit.prune import (
     AGP,
     BNScaleConfig,
@@ -37,6 +39,7 @@ from prunekit.prune import (
     WandaConfig,
     prune_,
 )
+from prunekit.prune.structured import StructuredReport
 from prunekit.quantize import (
     GPTQConfig,
     Int8DynamicConfig,
@@ -50,6 +53,7 @@ from prunekit.quantize import (
 )
 from prunekit.recipe import Recipe, RecipeError, RecipeReport, run_recipe
 from prunekit.registry import MethodInfo, methods
+from prunekit.report import Report
 from prunekit.share import KMeansConfig, ShareReport, share_weights_
 from prunekit.train import FinetuneConfig, FinetuneReport, finetune_, teacher_copy
 
@@ -57,6 +61,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGP",
+    "AccelerateConfig",
+    "AccelerateReport",
     "AutoConfig",
     "AutoReport",
     "BNScaleConfig",
@@ -66,6 +72,7 @@ __all__ = [
     "DepthReport",
     "DistillConfig",
     "DistillReport",
+    "ExecuTorchReport",
     "ExportReport",
     "FinetuneConfig",
     "FinetuneReport",
@@ -92,23 +99,30 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "RecipeReport",
+    "Report",
+    "RuntimeReport",
+    "RuntimeResult",
     "SensitivityProfile",
     "ShareReport",
     "SparseGPTConfig",
+    "StructuredReport",
     "TaylorConfig",
     "WandaConfig",
     "__version__",
+    "accelerate_",
     "analyze_sensitivity",
     "auto_compress",
     "compare",
     "convert_",
     "data",
     "distill_",
+    "export_executorch",
     "export_onnx",
     "finetune_",
     "load",
     "map_trials",
     "measure",
+    "measure_runtimes",
     "methods",
     "models",
     "onnx_latency",

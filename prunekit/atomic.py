@@ -76,10 +76,30 @@ def _replace(tmp: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _mkdir_mode() -> int:
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` beside ``path`` and rename it into place: the file is complete or absent
+    (an existing one is replaced whole), with the permissions ``open`` would give it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o777 & ~mask
+    return mask
+
+
+def _mkdir_mode() -> int:
+    return 0o777 & ~_umask()
 
 
 def _running(pid: int) -> bool:

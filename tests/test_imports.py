@@ -29,6 +29,7 @@ HEAVY = (
     "sklearn",
     "tokenizers",
     "torch_pruning",
+    "torchao",
     "transformers",
 )
 # The extras `make test` installs (Makefile: pip install -e '.[test,bench]').

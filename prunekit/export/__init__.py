@@ -15,9 +15,14 @@ onnxruntime's MatMulNBits on their own codes (exact, small file); static int8 re
 graphs carrying torch.ao's calibrated scales, which onnxruntime runs with its int8 kernels.
 Other modules calling ``torch.ops.quantized.*`` do not export: the error names the module.
 
+``export_executorch`` (:mod:`prunekit.export.executorch`) writes an ExecuTorch ``.pte`` program
+for the XNNPACK backend, float32 or quantized there (static int8, dynamic int8, 8da4w), checked
+in ExecuTorch's runtime before the file is written.
+
 Timing the file against PyTorch: ``prunekit.measure.onnx.onnx_latency``.
 """
 
+from prunekit.export.executorch import ExecuTorchReport, export_executorch
 from prunekit.export.onnx import (
     OPSET,
     QUANTIZE_MODES,
@@ -26,4 +31,12 @@ from prunekit.export.onnx import (
     export_onnx,
 )
 
-__all__ = ["OPSET", "QUANTIZE_MODES", "STATIC_MIN_SQNR_DB", "ExportReport", "export_onnx"]
+__all__ = [
+    "OPSET",
+    "QUANTIZE_MODES",
+    "STATIC_MIN_SQNR_DB",
+    "ExecuTorchReport",
+    "ExportReport",
+    "export_executorch",
+    "export_onnx",
+]

@@ -9,10 +9,9 @@ import math
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,13 @@ import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
+from prunekit.export.common import human_size, quiet
 from prunekit.export.diagnose import HINTS, explain
 from prunekit.export.inputs import ModelCall, flat_tensors, one_line, output_names
 from prunekit.export.twin import export_twin
 from prunekit.measure._common import ExampleInputs, evaluating
 from prunekit.measure.onnx import session
+from prunekit.report import Report
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ STATIC_MIN_SQNR_DB = 30.0
 NOISY_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")
 
 
-@dataclass(frozen=True)
-class ExportReport:
+@dataclass(kw_only=True)
+class ExportReport(Report):
     """What ``export_onnx`` wrote and how closely onnxruntime matched PyTorch.
 
     ``bytes``: the ONNX file (plus ``FILE.data`` for external weights). ``max_abs_diff``: the
@@ -58,6 +59,7 @@ class ExportReport:
     ``float_bytes`` is what the float export took, and ``quantized_max_abs_diff`` and
     ``quantized_sqnr_db`` (10 log10 of sum y^2 over sum (y_int8 - y)^2, all outputs and checked
     shapes) measure the int8 model against PyTorch; they are reported, not bounded.
+    ``method`` is ``"export-onnx"``; ``config`` holds the call's settings (opset, quantize).
 
     A model quantized by prunekit exports its quantized layers as ``forms`` says (form -> how
     many layers). Weight-only layers keep their codes (MatMulNBits) and are checked like a
@@ -78,28 +80,27 @@ class ExportReport:
     sequence_lengths: list[int]
     atol: float
     rtol: float
-    seconds: float = 0.0
     quantize: str | None = None
     float_bytes: int | None = None
     quantized_max_abs_diff: float | None = None
     quantized_sqnr_db: float | None = None
     forms: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __str__(self) -> str:
+    def title(self) -> str:
         dims = "dynamic batch" if self.dynamic_batch else "static batch"
-        where = f"batch sizes {', '.join(map(str, self.batch_sizes))}"
         if self.sequence_lengths:
             dims += " and sequence"
+        return f"ONNX {self.path}: {human_size(self.bytes)}, opset {self.opset}, {dims}"
+
+    def notes(self) -> list[str]:
+        where = f"batch sizes {', '.join(map(str, self.batch_sizes))}"
+        if self.sequence_lengths:
             where += f", sequence lengths {', '.join(map(str, self.sequence_lengths))}"
         bound = f"atol {self.atol:g}, rtol {self.rtol:g}"
         if self.quantize == STATIC:
             bound = f"int8 vs int8: SQNR {self.quantized_sqnr_db:.1f} dB, at least "
             bound += f"{STATIC_MIN_SQNR_DB:g} required"
         lines = [
-            f"ONNX {self.path}: {_size(self.bytes)}, opset {self.opset}, {dims}",
             f"inputs {', '.join(self.input_names)} -> outputs {', '.join(self.output_names)}",
             f"onnxruntime vs PyTorch: max |diff| {self.max_abs_diff:.2e} at {where} ({bound})",
         ]
@@ -109,11 +110,11 @@ class ExportReport:
         if self.quantize not in (None, STATIC):
             lines.append(
                 f"{self.quantize} in onnxruntime (linear and embedding weights int8 per channel): "
-                f"{_size(self.float_bytes or 0)} -> {_size(self.bytes)}; vs PyTorch: SQNR "
-                f"{self.quantized_sqnr_db:.1f} dB, max |diff| {self.quantized_max_abs_diff:.2e}"
+                f"{human_size(self.float_bytes or 0)} -> {human_size(self.bytes)}; "
+                f"vs PyTorch: SQNR {self.quantized_sqnr_db:.1f} dB, "
+                f"max |diff| {self.quantized_max_abs_diff:.2e}"
             )
-        lines.append(f"exported and checked in {self.seconds:.1f} s")
-        return "\n".join(lines)
+        return [*lines, f"exported and checked in {self.seconds:.1f} s", *super().notes()]
 
 
 def export_onnx(
@@ -182,6 +183,8 @@ def export_onnx(
         tolerance = (math.inf, 0.0) if static else (atol, rtol)
         diff, sqnr = _deviation(reference, call, float_file, checks, tolerance)
         report = ExportReport(
+            method="export-onnx",
+            config={"opset": opset, "quantize": quantize, "atol": atol, "rtol": rtol},
             path=str(path),
             bytes=_file_bytes(float_file),
             opset=opset,
@@ -233,21 +236,6 @@ def _check_args(
     return path
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    loggers = [logging.getLogger(n) for n in NOISY_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 def _export(
     model: nn.Module,
     call: ModelCall,
@@ -258,7 +246,7 @@ def _export(
 ) -> None:
     args, kwargs = call.args_kwargs(call.inputs)
     try:
-        with _quiet():
+        with quiet(NOISY_LOGGERS):
             program = torch.onnx.export(
                 model,
                 args,
@@ -300,7 +288,7 @@ def _quantize(
 
     prepared = float_file.with_name("prepared.onnx")
     big = report.bytes > EXTERNAL_DATA_BYTES
-    with _quiet():
+    with quiet(NOISY_LOGGERS):
         # Shape inference and graph fusions first, as onnxruntime's quantizer asks. Its
         # symbolic shape inference gives up on some graphs with a free sequence length
         # (MiniLM: "Incomplete symbolic shape inference"); the quantizer needs the weights'
@@ -415,7 +403,3 @@ def _move_into_place(tmp: Path, path: Path) -> None:
     if (tmp / data).is_file():
         os.replace(tmp / data, path.with_name(data))
     os.replace(tmp / path.name, path)
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
