@@ -34,7 +34,7 @@ from prunekit.measure import compare
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.measure.tasks import text_metrics
 from prunekit.prune import prune_
-from prunekit.prune.schedule import SCHEDULES, make_schedule
+from prunekit.prune.schedule import SCHEDULES, OneShot, make_schedule
 from prunekit.prune.structured import StructuredReport
 from prunekit.recipe.bounded_yaml import load_yaml
 from prunekit.registry import get_method
@@ -149,7 +149,6 @@ def prune(
     dense = copy.deepcopy(net)
 
     start = time.perf_counter()
-    plan_table: str | None = None
     report: dict[str, Any] = {"model": model, "data": splits.name, "config": config.to_dict()}
     if text:
         report["evaluation"] = {
@@ -159,28 +158,11 @@ def prune(
             "calibration_samples": getattr(config, "num_samples", None),
             "test_samples": len(splits.test),
         }
-    with console.status(f"pruning with {info.name}…", spinner="dots"):
-        gradual = finetune_epochs > 0 and (schedule != "oneshot" or config.needs_training)
-        if not gradual:
-            pruned = prune_(net, config, data=train)
-            plan_table = str(pruned) if isinstance(pruned, StructuredReport) else None
-            report["prune"] = pruned.to_dict()
-            report["accuracy_after_prune"] = None if text else _acc(net, test)
-    if finetune_epochs > 0:
-        ft = finetune_(
-            net,
-            train,
-            epochs=finetune_epochs,
-            **({} if lr is None else {"lr": lr}),
-            eval_data=test,
-            seed=seed,
-            prune=config if gradual else None,
-            schedule=plan if gradual else None,
-            teacher=teacher_copy(dense) if distill else None,
-        )
-        report["finetune"] = ft.to_dict()
-        if distill:
-            report["finetune"]["teacher"] = "the original model (temperature 4, alpha 0.5)"
+    training = {"epochs": finetune_epochs, "seed": seed, **({} if lr is None else {"lr": lr})}
+    plan_table = _compress(
+        net, dense, config, info.name, train, None if text else test, plan, training, distill,
+        report,
+    )  # fmt: skip
     report["seconds"] = time.perf_counter() - start
     with console.status("measuring before/after (accuracy, bytes, MACs, latency)…"):
         metrics = text_metrics(splits, dense, retrieval_queries=_queries(source)) if text else None
@@ -211,6 +193,45 @@ def prune(
             show(plan_table)
         show(str(comparison))
         console.print(f"wrote {out / 'model'}, {out / 'report.json'}, {out / 'report.md'}")
+
+
+def _compress(
+    net: Any,
+    dense: Any,
+    config: Any,
+    name: str,
+    train: Any,
+    test: Any,
+    plan: Any,
+    training: dict[str, Any],
+    distill: bool,
+    report: dict[str, Any],
+) -> str | None:
+    """Prune ``net`` (in one shot, or while fine-tuning on a schedule), then fine-tune it if
+    ``training["epochs"]`` > 0; fills ``report`` and returns a structured plan's table.
+    ``test``: labelled batches to score accuracy on, or None (text)."""
+    plan_table: str | None = None
+    gradual = training["epochs"] > 0 and (not isinstance(plan, OneShot) or config.needs_training)
+    with console.status(f"pruning with {name}…", spinner="dots"):
+        if not gradual:
+            pruned = prune_(net, config, data=train)
+            plan_table = str(pruned) if isinstance(pruned, StructuredReport) else None
+            report["prune"] = pruned.to_dict()
+            report["accuracy_after_prune"] = None if test is None else _acc(net, test)
+    if training["epochs"] > 0:
+        ft = finetune_(
+            net,
+            train,
+            **training,
+            eval_data=test,
+            prune=config if gradual else None,
+            schedule=plan if gradual else None,
+            teacher=teacher_copy(dense) if distill else None,
+        )
+        report["finetune"] = ft.to_dict()
+        if distill:
+            report["finetune"]["teacher"] = "the original model (temperature 4, alpha 0.5)"
+    return plan_table
 
 
 def _check_structured_options(
