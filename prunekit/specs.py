@@ -9,6 +9,7 @@ import safetensors.torch
 from safetensors import SafetensorError
 from torch import nn
 
+from prunekit.artifact.manifest import MANIFEST
 from prunekit.data.pyfile import load_py_function, parse_py_spec
 from prunekit.errors import PrunekitError
 from prunekit.models.cache import pretrained
@@ -43,7 +44,11 @@ def load_model(spec: str, *, weights: str | Path | None = None) -> tuple[nn.Modu
     if spec.startswith("hf:"):
         return _from_hf(spec.removeprefix("hf:"), weights)
     if Path(spec).expanduser().is_dir():
-        return _from_dir(Path(spec).expanduser(), weights)
+        folder = Path(spec).expanduser()
+        # `prunekit prune/run --out DIR` puts the model in DIR/model, beside its reports.
+        if not (folder / MANIFEST).exists() and (folder / "model" / MANIFEST).is_file():
+            folder = folder / "model"
+        return _from_dir(folder, weights)
     hint = f"; did you mean builtin:{spec}?" if spec in available() else ""
     raise PrunekitError(
         f"model spec {spec!r} is not recognised (and is not a directory){hint}; use one of: "

@@ -50,6 +50,9 @@ def test_prune_a_builtin_then_measure_and_load_it(cache, tmp_path, capsys):
     assert main(["measure", str(out / "model"), "--json", "--no-latency"]) == 0
     measured = json.loads(capsys.readouterr().out)
     assert measured["accuracy"] == pytest.approx(report["comparison"]["after"]["accuracy"])
+    # The run's folder itself names the model too (its model/ beside the reports).
+    assert main(["measure", str(out), "--json", "--no-latency"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == measured["accuracy"]
 
 
 def test_prune_a_user_factory_with_taylor_and_nm(tmp_path, capsys, factory):
