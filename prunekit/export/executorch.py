@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import re
 import tempfile
@@ -46,7 +45,7 @@ from torch import nn
 from prunekit.atomic import write_bytes
 from prunekit.data.batches import split_batch
 from prunekit.errors import PrunekitError
-from prunekit.export.common import human_size, quiet
+from prunekit.export.common import Deviation, human_size, quiet
 from prunekit.export.dense import conv1d_to_linear_, dense_twin
 from prunekit.export.diagnose import _op_callers
 from prunekit.export.inputs import ModelCall, flat_tensors, one_line, output_names
@@ -454,7 +453,7 @@ def _compare(
             f"export_executorch: the program returns {len(got)} tensors but the model "
             f"{len(expected)}; nothing was written"
         )
-    worst, signal, noise = 0.0, 0.0, 0.0
+    deviation = Deviation()
     for name, g, e in zip(names, got, expected, strict=True):
         g, e = g.detach().double(), e.detach().cpu().double()
         if g.shape != e.shape:
@@ -467,18 +466,14 @@ def _compare(
                 f"export_executorch: ExecuTorch's output {name!r} is not finite where "
                 f"PyTorch's is; nothing was written"
             )
-        diff = (g - e).abs().max().item() if e.numel() else 0.0
-        worst = max(worst, diff)
-        signal += e.square().sum().item()
-        noise += (g - e).square().sum().item()
+        diff = deviation.add(g, e)
         if quantize is None and not torch.allclose(g, e, atol=atol, rtol=rtol):
             raise PrunekitError(
                 f"export_executorch: ExecuTorch's output {name!r} differs from PyTorch's by up "
                 f"to {diff:.3g} (allowed: atol {atol:g} + rtol {rtol:g} * |PyTorch|); nothing "
                 f"was written. Raise atol/rtol if that is precise enough"
             )
-    sqnr = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else math.inf
-    return worst, sqnr
+    return deviation.worst, deviation.sqnr_db
 
 
 @contextmanager

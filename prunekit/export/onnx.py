@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError
-from prunekit.export.common import human_size, quiet
+from prunekit.export.common import Deviation, human_size, quiet
 from prunekit.export.diagnose import HINTS, explain
 from prunekit.export.inputs import ModelCall, flat_tensors, one_line, output_names
 from prunekit.export.twin import export_twin
@@ -347,7 +347,7 @@ def _deviation(
     runner = session(file)
     names = [o.name for o in runner.get_outputs()]
     atol, rtol = tolerance
-    worst, signal, noise = 0.0, 0.0, 0.0
+    deviation = Deviation()
     for batch, length in checks:
         inputs = call.resized(batch, length)
         at = f"batch size {batch}" + (f", sequence length {length}" if length else "")
@@ -378,18 +378,14 @@ def _deviation(
                     f"export_onnx: output {name!r} has shape {tuple(g.shape)} in onnxruntime "
                     f"but {tuple(e.shape)} in PyTorch at {at}"
                 )
-            diff = (g - e).abs().max().item() if e.numel() else 0.0
-            worst = max(worst, diff)
-            signal += e.square().sum().item()
-            noise += (g - e).square().sum().item()
+            diff = deviation.add(g, e)
             if not torch.allclose(g, e, atol=atol, rtol=rtol, equal_nan=True):
                 raise PrunekitError(
                     f"export_onnx: onnxruntime's output {name!r} differs from PyTorch's by up to "
                     f"{diff:.3g} at {at} (allowed: atol {atol:g} + rtol {rtol:g} * |PyTorch|); "
                     f"nothing was written. Raise atol/rtol if that is precise enough"
                 )
-    sqnr = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else math.inf
-    return worst, sqnr
+    return deviation.worst, deviation.sqnr_db
 
 
 def _file_bytes(file: Path) -> int:
