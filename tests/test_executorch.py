@@ -14,10 +14,13 @@ from torch import nn
 import prunekit as pk
 import prunekit.export.executorch as et_module
 from prunekit.cli import main
+from prunekit.cli.export import random_inputs
+from prunekit.data import load_data
 from prunekit.errors import PrunekitError
 from prunekit.export import ExecuTorchReport, export_executorch
-from prunekit.export.dense import conv1d_to_linear_
-from prunekit.models import DigitsCNN
+from prunekit.export.dense import dense_twin
+from prunekit.export.inputs import flat_tensors
+from prunekit.models import DigitsCNN, available, build, model_info
 from tests import hf_zoo, zoo
 
 
@@ -57,6 +60,35 @@ def test_float_program_runs_in_executorch_like_pytorch(name, tmp_path):
     text = str(report)
     assert "ExecuTorch vs PyTorch: max |diff|" in text and "XNNPACK" in text
     assert json.loads(json.dumps(report.to_dict()))["bytes"] == report.bytes
+
+
+def _other_inputs(example: object) -> tuple[torch.Tensor, ...]:
+    """Values other than the example's (which the export itself checked), same shapes."""
+    g = torch.Generator().manual_seed(1)
+    tensors = example.values() if isinstance(example, dict) else (example,)
+    return tuple(
+        torch.randint(0, int(t.max()) + 1, t.shape, generator=g)
+        if not t.is_floating_point()
+        else torch.randn(t.shape, generator=g)
+        for t in tensors
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", available())
+def test_every_built_in_model_runs_in_executorch_like_pytorch(name, tmp_path):
+    model = build(name).eval()  # the architecture is what exports; its weights do not matter
+    example = random_inputs(model, (2, *model_info(name).input_shape))
+    report = export_executorch(model, tmp_path / "m.pte", example)
+    assert report.max_abs_diff < 1e-4 and report.delegated_ops > 0
+
+    other = _other_inputs(example)
+    got = _run_file(tmp_path / "m.pte", *other)
+    with torch.no_grad():
+        want = flat_tensors(model(*other) if not isinstance(example, dict) else model(other[0]))
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-3)
 
 
 def test_a_failed_check_writes_nothing_and_keeps_the_old_file(tmp_path, monkeypatch):
@@ -228,6 +260,30 @@ def test_cli_static_int8_calibrates_on_the_data_and_prints_json(saved, tmp_path,
     assert report["input_shapes"] == [[1, 1, 8, 8]] and report["sqnr_db"] > 20
 
 
+@pytest.mark.slow
+def test_cli_prune_then_int8_export_of_a_built_in_model_gives_the_same_answers(tmp_path, capsys):
+    run, pte = tmp_path / "run", tmp_path / "q.pte"
+    prune = ["prune", "--model", "builtin:digits-cnn", "--method", "magnitude"]
+    prune += ["--pattern", "channel", "--sparsity", "0.5", "--finetune-epochs", "1"]
+    assert main([*prune, "--out", str(run)]) == 0, capsys.readouterr().err
+    export = ["export", str(run), "--executorch", str(pte), "--quantize", "int8"]
+    assert main([*export, "--data", "digits"]) == 0, capsys.readouterr().err
+
+    pruned = pk.load(run / "model").eval()
+
+    def widths(model: nn.Module) -> list[int]:
+        return [c.out_channels for c in model.modules() if isinstance(c, nn.Conv2d)]
+
+    shrunk = list(zip(widths(pruned), widths(build("digits-cnn")), strict=True))
+    assert all(p <= d for p, d in shrunk) and any(p < d for p, d in shrunk)
+    images, _ = next(iter(load_data("digits").loader("test", batch_size=100)))
+    program = Runtime.get().load_program(pte).load_method("forward")
+    got = torch.cat([program.execute((x[None],))[0] for x in images])  # batch-1 program
+    with torch.no_grad():
+        want = pruned(images)
+    assert (got.argmax(1) == want.argmax(1)).float().mean() >= 0.97
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -245,12 +301,23 @@ def test_cli_bad_input_exits_2_with_one_line(saved, tmp_path, capsys, extra, mes
     assert not out.exists()
 
 
-def test_gpt2_conv1d_layers_become_linear_layers_torchao_quantizes():
+def test_gpt2_conv1d_layers_export_as_the_linear_layers_they_are():
     model = hf_zoo.gpt2(layers=1)
     ids = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(0))
+    twin, note = dense_twin(model)
     with torch.no_grad():
-        want = model(ids).logits
-        conv1d_to_linear_(model)
-        got = model(ids).logits
-    assert sum(isinstance(m, nn.Linear) for m in model.modules()) == 5  # 4 Conv1D + lm_head
-    torch.testing.assert_close(got, want)
+        torch.testing.assert_close(twin(ids).logits, model(ids).logits)
+    assert sum(isinstance(m, nn.Linear) for m in twin.modules()) == 5  # 4 Conv1D + lm_head
+    assert note is None and twin is not model
+    assert sum(isinstance(m, nn.Linear) for m in model.modules()) == 1  # the user's is kept
+
+
+def test_gpt2_exports_at_a_batch_above_one(tmp_path):
+    # Conv1D's view() after attention failed to lower at batch > 1 (non-contiguous input).
+    model = hf_zoo.gpt2(layers=1).eval()
+    ids = torch.randint(0, 64, (3, 8), generator=torch.Generator().manual_seed(0))
+    report = export_executorch(model, tmp_path / "g.pte", ids)
+    (got,) = _run_file(tmp_path / "g.pte", ids)
+    with torch.no_grad():
+        torch.testing.assert_close(got, model(ids).logits, atol=1e-4, rtol=1e-3)
+    assert report.input_shapes == [[3, 8]]

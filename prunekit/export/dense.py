@@ -1,7 +1,9 @@
 """The dense float model ExecuTorch exports in place of one holding prunekit's own layers:
 weight-shared layers as the Linear/Conv they replaced, holding their codebook values; int8 and
 weight-only layers as ``nn.Linear`` with their dequantized weights. Also transformers' Conv1D as
-``nn.Linear``, the layer torchao quantizes."""
+the ``nn.Linear`` it is: torchao quantizes Linear layers, and GPT-2's ``Conv1D`` flattens its
+input with ``view``, which ExecuTorch's lowering cannot replay at batch > 1 once it drops the
+``contiguous()`` copy before it."""
 
 from __future__ import annotations
 
@@ -22,12 +24,16 @@ MIN_ZEROS = 0.05
 
 
 def dense_twin(model: nn.Module) -> tuple[nn.Module, str | None]:
-    """``model``, or a copy with prunekit's weight-shared and quantized layers replaced by the
-    float layers computing the same numbers; and a line saying what was replaced (None if
-    nothing was and no weight is zero)."""
+    """``model``, or a copy with prunekit's weight-shared and quantized layers (and
+    transformers' Conv1D) replaced by the float layers computing the same numbers; and a line
+    saying what was replaced (None if nothing but Conv1D was and no weight is zero)."""
     swaps: dict[int, nn.Module] = {}
     kinds: Counter[str] = Counter()
+    conv1d = conv1d_type()
     for name, module in model.named_modules():
+        if conv1d is not None and type(module) is conv1d:
+            swaps[id(module)] = linear(module.weight.detach().t(), module.bias)
+            continue
         if isinstance(module, StaticInt8Region):
             raise PrunekitError(
                 f"export_executorch: module {name!r} is a static int8 region (torch.ao FX), "
@@ -90,15 +96,3 @@ def _zeros(model: nn.Module) -> tuple[int, int]:
             zeros += int((module.weight == 0).sum())
             count += module.weight.numel()
     return zeros, count
-
-
-def conv1d_to_linear_(model: nn.Module) -> None:
-    """transformers' Conv1D (GPT-2's attention and MLP: ``x @ W + b``, ``W: [in, out]``) as
-    the ``nn.Linear`` it is, so that torchao quantizes it."""
-    cls = conv1d_type()
-    if cls is None:
-        return
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is cls:
-                setattr(parent, name, linear(child.weight.detach().t(), child.bias))

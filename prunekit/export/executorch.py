@@ -46,7 +46,7 @@ from prunekit.atomic import write_bytes
 from prunekit.data.batches import split_batch
 from prunekit.errors import PrunekitError
 from prunekit.export.common import Deviation, human_size, quiet
-from prunekit.export.dense import conv1d_to_linear_, dense_twin
+from prunekit.export.dense import dense_twin
 from prunekit.export.diagnose import _op_callers
 from prunekit.export.inputs import ModelCall, flat_tensors, one_line, output_names
 from prunekit.measure._common import ExampleInputs, evaluating
@@ -294,7 +294,6 @@ def _quantize_linear_(model: nn.Module, mode: str) -> None:
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 
-    conv1d_to_linear_(model)
     if mode == "int8-dynamic":
         config = Int8DynamicActivationIntxWeightConfig(
             weight_dtype=torch.int8, weight_granularity=PerAxis(0)
