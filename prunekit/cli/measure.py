@@ -23,7 +23,7 @@ from prunekit.errors import PrunekitError, quote
 from prunekit.measure import Measurement
 from prunekit.measure import measure as measure_model
 from prunekit.measure.disk import saved_sizes
-from prunekit.measure.runtimes import RUNTIMES, measure_runtimes
+from prunekit.measure.runtimes import QUANTIZE_MODES, RUNTIMES, measure_runtimes
 from prunekit.measure.tasks import text_metrics
 from prunekit.specs import load_model
 
@@ -45,12 +45,22 @@ def measure(
     batch_size: int | None = typer.Option(
         None, help="Time batch 1 and this batch size (default 64; 8 for text)."
     ),
+    quantize: str | None = typer.Option(
+        None,
+        help=f"With --runtime: each runtime runs its own int8 form of the model "
+        f"({', '.join(QUANTIZE_MODES)}; int8 calibrates on the data's training split).",
+    ),
 ) -> None:
     """Measure a model: accuracy (or perplexity on text), parameters, non-zeros, bytes, MACs,
     latency; with --runtime, the same model in each runtime it deploys to."""
     require(seq_len >= 2, "--seq-len", seq_len, "≥ 2")
     require(batch_size is None or batch_size >= 1, "--batch-size", batch_size, "≥ 1")
     runtimes = parse_runtimes(runtime) if runtime is not None else None
+    if quantize is not None and (runtimes is None or quantize not in QUANTIZE_MODES):
+        raise PrunekitError(
+            f"--quantize: expected {' or '.join(QUANTIZE_MODES)} together with --runtime; got "
+            f"{quote(quantize)}{'' if runtimes is not None else ' without --runtime'}"
+        )
     check_data_spec(data)
     if runtimes is not None and weights is None and _needs_its_class(model):
         raise PrunekitError(
@@ -91,6 +101,10 @@ def measure(
             latency=latency,
             accuracy=not text,
             metrics=text_metrics(splits) if text else None,
+            quantize=quantize,
+            calibration_data=splits.loader("train", batch_size=16 if text else 256)
+            if quantize == "int8"
+            else None,
         )
         if json_out:
             print_json({"model": model, "source": source, **report.to_dict()})

@@ -6,7 +6,8 @@ directory, then measures every runtime the same way: the file's bytes, its laten
 size (all runtimes timed in one interleaved run, see ``prunekit.measure.latency``), the peak
 resident memory added by loading the file and running it, and accuracy (or the given metrics)
 on that runtime's own outputs. A runtime that cannot take the model gets a row saying why; the
-others still run.
+others still run. With ``quantize``, each runtime runs its own int8 form of the float model:
+PyTorch and onnxruntime the model ``quantize_`` makes, ExecuTorch XNNPACK's quantized program.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,6 +43,7 @@ from prunekit.report import Report
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnxruntime", "executorch")
+QUANTIZE_MODES = ("int8", "int8-dynamic")
 # The ONNX file is exported and checked at this batch (dynamic); a batch of one would let the
 # exporter specialise the batch dimension.
 ONNX_EXAMPLE_BATCH = 2
@@ -152,6 +155,8 @@ def measure_runtimes(
     num_samples: int | None = None,
     accuracy: bool = True,
     metrics: Metrics | None = None,
+    quantize: str | None = None,
+    calibration_data: Iterable[Any] | None = None,
 ) -> RuntimeReport:
     """Measure ``model`` in each of ``runtimes`` (``"torch"``, ``"onnxruntime"``,
     ``"executorch"``); returns a ``RuntimeReport`` with one row per runtime.
@@ -164,9 +169,20 @@ def measure_runtimes(
     ``latency=False`` skips it) and fixes the shapes of the ExecuTorch programs, one per batch
     size. A runtime whose export or run fails gets a row with ``error`` set; ``model`` is not
     changed.
+
+    ``quantize``: ``"int8"`` (static, calibrated on ``calibration_data``, default ``data``) or
+    ``"int8-dynamic"``: ``model`` is the float model and each runtime runs its own int8 form of
+    it. PyTorch runs a copy quantized by ``quantize_`` (``Int8StaticConfig`` or
+    ``Int8DynamicConfig``), onnxruntime that copy exported, ExecuTorch the program
+    ``export_executorch(quantize=...)`` makes (XNNPACK's quantizer).
     """
     start = time.perf_counter()
     inputs = _check_args(model, data, example_inputs, runtimes, batch_sizes)
+    calibration = calibration_data if calibration_data is not None else data
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise PrunekitError(f"quantize: expected one of {QUANTIZE_MODES} or None; got {quantize!r}")
+    if quantize == "int8" and calibration is None:
+        raise PrunekitError("quantize='int8' calibrates: pass data= or calibration_data=")
     sizes = sorted(set(batch_sizes))
     results = {name: RuntimeResult(name) for name in runtimes}
     modules: dict[str, nn.Module] = {}
@@ -177,11 +193,22 @@ def measure_runtimes(
                 call(model, resize(inputs, 1))
         except Exception as err:
             raise PrunekitError(f"example_inputs: the model fails on them: {_reason(err)}") from err
+        writers: dict[str, Any] = dict(_WRITERS)
+        quantized: nn.Module | Exception = model
+        if quantize is not None:
+            writers["executorch"] = partial(_executorch, quantize=quantize, data=calibration)
+            if "torch" in runtimes or "onnxruntime" in runtimes:
+                quantized = _torch_int8(model, quantize, calibration)
         for name in runtimes:
             result = results[name]
             try:
-                written = _WRITERS[name](model, inputs, sizes, Path(tmp))
+                if isinstance(quantized, Exception) and name != "executorch":
+                    raise quantized
+                source = model if name == "executorch" else quantized
+                written = writers[name](source, inputs, sizes, Path(tmp))
                 result.file, result.bytes, result.note = written.file, written.bytes, written.note
+                if quantize is not None and name == "torch":
+                    result.note = f"{quantize} by quantize_"
                 modules[name], result.peak_rss_bytes = _load_and_run(written.load, inputs, sizes)
             except Exception as err:
                 log.info("%s cannot take the model: %s", name, err)
@@ -200,7 +227,12 @@ def measure_runtimes(
         modules.clear()
     return RuntimeReport(
         method="measure-runtimes",
-        config={"runtimes": list(runtimes), "batch_sizes": sizes, "min_run_time": min_run_time},
+        config={
+            "runtimes": list(runtimes),
+            "batch_sizes": sizes,
+            "min_run_time": min_run_time,
+            "quantize": quantize,
+        },
         seconds=time.perf_counter() - start,
         runtimes=list(results.values()),
         batch_sizes=sizes,
@@ -250,6 +282,19 @@ class _Written:
     load: Callable[[], nn.Module]
 
 
+def _torch_int8(model: nn.Module, mode: str, data: Iterable[Any] | None) -> nn.Module | Exception:
+    """A copy of ``model`` that ``quantize_`` made int8, or why it could not."""
+    from prunekit.quantize import Int8DynamicConfig, Int8StaticConfig, quantize_
+
+    config = Int8StaticConfig() if mode == "int8" else Int8DynamicConfig()
+    twin = copy.deepcopy(model)
+    try:
+        quantize_(twin, config, data=data)
+    except Exception as err:
+        return err
+    return twin
+
+
 def _torch(model: nn.Module, inputs: Any, sizes: list[int], tmp: Path) -> _Written:
     size = measure_artifact(model)
     # The model as a loaded artifact holds it: its own weights, in memory.
@@ -266,15 +311,27 @@ def _onnx(model: nn.Module, inputs: Any, sizes: list[int], tmp: Path) -> _Writte
     return _Written(path.name, report.bytes, note, lambda: OnnxModule(path))
 
 
-def _executorch(model: nn.Module, inputs: Any, sizes: list[int], tmp: Path) -> _Written:
+def _executorch(
+    model: nn.Module,
+    inputs: Any,
+    sizes: list[int],
+    tmp: Path,
+    quantize: str | None = None,
+    data: Iterable[Any] | None = None,
+) -> _Written:
     from prunekit.export.executorch import export_executorch
 
     reports = {
-        b: export_executorch(model, tmp / f"model-b{b}.pte", resize(inputs, b)) for b in sizes
+        b: export_executorch(
+            model, tmp / f"model-b{b}.pte", resize(inputs, b), quantize=quantize, data=data
+        )
+        for b in sizes
     }
     paths = {b: r.path for b, r in reports.items()}
     first = reports[sizes[0]]
-    note = f"XNNPACK {first.delegated_ops}/{first.total_ops} ops"
+    note = (
+        f"{quantize + ' ' if quantize else ''}XNNPACK {first.delegated_ops}/{first.total_ops} ops"
+    )
     if threads := _executorch_threads():
         note += f", {threads} threads"
     if first.dense_note:

@@ -54,6 +54,16 @@ def test_runtime_all_gives_a_row_per_runtime(saved, capsys):
         assert r["accuracy"] == pytest.approx(rows["torch"]["accuracy"], abs=1 / 360)
 
 
+def test_quantize_int8_calibrates_on_the_training_split_in_each_runtime(saved, capsys):
+    args = ["measure", str(saved), "--runtime", "torch,executorch", "--quantize", "int8"]
+    assert main([*args, "--no-latency", "--json"]) == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out)
+    torch_row, pte_row = out["runtimes"]
+    assert out["config"]["quantize"] == "int8"
+    assert torch_row["note"] == "int8 by quantize_" and pte_row["note"].startswith("int8 XNNPACK")
+    assert torch_row["error"] is None and pte_row["error"] is None
+
+
 def test_one_runtime_as_a_table(saved, capsys):
     code = main(["measure", str(saved), "--runtime", "onnxruntime", "--no-latency"])
     assert code == 0, capsys.readouterr().err
@@ -77,6 +87,8 @@ def test_an_unexportable_model_gets_a_row_with_the_reason(tmp_path, capsys):
         (["--runtime", "tflite"], "--runtime: expected torch, onnxruntime, executorch"),
         (["--runtime", "torch,torch"], "--runtime: expected"),
         (["--runtime", "all", "--batch-size", "0"], "--batch-size must be ≥ 1"),
+        (["--quantize", "int8"], "--quantize: expected int8 or int8-dynamic together with"),
+        (["--runtime", "all", "--quantize", "fp16"], "--quantize: expected int8 or int8-dynamic"),
     ],
 )
 def test_bad_runtime_exits_2_with_one_line(saved, capsys, extra, message):

@@ -101,6 +101,7 @@ def test_task_metrics_run_on_each_runtime_s_outputs():
         ({"runtimes": ("tflite",)}, "runtimes: expected distinct names"),
         ({"runtimes": "torch"}, "runtimes: expected a list"),
         ({"batch_sizes": (0,)}, "batch_sizes: expected positive integers"),
+        ({"quantize": "int4"}, "quantize: expected one of"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(val, kwargs, message):
@@ -132,3 +133,25 @@ def test_without_the_executorch_extra_its_row_says_how_to_install_it(val, monkey
     torch_row, pte_row = report.runtimes
     assert torch_row.error is None and torch_row.accuracy is not None
     assert "pip install 'prunekit[executorch]'" in pte_row.error
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8-dynamic"])
+def test_quantize_runs_each_runtime_s_own_int8_form_of_the_float_model(val, mode):
+    model = pk.models.pretrained("digits-cnn").eval()  # trained: int8 must keep its accuracy
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    float_bytes = pk.measure_runtimes(model, val, latency=False, accuracy=False).runtimes
+    report = pk.measure_runtimes(model, val, batch_sizes=(1, 4), latency=False, quantize=mode)
+    rows = {r.runtime: r for r in report.runtimes}
+    for r, f in zip(report.runtimes, float_bytes, strict=True):
+        assert r.error is None, r.error
+        assert r.bytes < 0.6 * f.bytes  # int8 weights in every runtime's own file
+        assert r.accuracy >= 0.97
+    assert rows["torch"].note == f"{mode} by quantize_"
+    assert rows["executorch"].note.startswith(f"{mode} XNNPACK")
+    assert report.config["quantize"] == mode
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_static_int8_without_calibration_data_is_refused():
+    with pytest.raises(PrunekitError, match="quantize='int8' calibrates: pass data="):
+        pk.measure_runtimes(DigitsCNN(), example_inputs=torch.randn(1, 1, 8, 8), quantize="int8")
