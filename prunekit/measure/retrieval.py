@@ -85,8 +85,11 @@ def retrieval_scores(
     *,
     batch_size: int = 64,
     max_length: int = 128,
+    fixed_length: bool = False,
 ) -> RetrievalScore:
-    """Score ``model`` as a dense retriever on ``task``: cosine of mean-pooled embeddings."""
-    queries = embed(model, tokenizer, task.queries, batch_size=batch_size, max_length=max_length)
-    docs = embed(model, tokenizer, task.documents, batch_size=batch_size, max_length=max_length)
+    """Score ``model`` as a dense retriever on ``task``: cosine of mean-pooled embeddings.
+    ``fixed_length``: every batch padded to ``max_length`` (a program with fixed shapes)."""
+    options = {"batch_size": batch_size, "max_length": max_length, "fixed_length": fixed_length}
+    queries = embed(model, tokenizer, task.queries, **options)
+    docs = embed(model, tokenizer, task.documents, **options)
     return rank_scores(queries @ docs.T)

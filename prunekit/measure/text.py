@@ -83,10 +83,12 @@ def embed(
     *,
     batch_size: int = 64,
     max_length: int = 128,
+    fixed_length: bool = False,
 ) -> torch.Tensor:
     """L2-normalised sentence embeddings ``[len(texts), H]`` (see ``mean_pooled``), on the CPU.
 
-    Texts are tokenized in batches, truncated to ``max_length`` tokens. Eval mode, no grad.
+    Texts are tokenized in batches, truncated to ``max_length`` tokens and padded to the
+    longest in the batch (to ``max_length`` with ``fixed_length``). Eval mode, no grad.
     """
     if not texts:
         raise PrunekitError("texts: got none; pass at least one string")
@@ -96,7 +98,7 @@ def embed(
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(
                 list(texts[start : start + batch_size]),
-                padding=True,
+                padding="max_length" if fixed_length else True,
                 truncation=True,
                 max_length=max_length,
                 return_tensors="pt",

@@ -106,3 +106,27 @@ def test_dense_minilm_retrieves_definitions_well_above_chance() -> None:
     assert score.num_queries == 100
     assert 0.4 <= score.recall_at_1 <= 0.9  # chance: 1/100
     assert score.recall_at_1 <= score.mrr <= 1
+
+
+class _FixedShape(torch.nn.Module):
+    """A program with fixed shapes: refuses any sequence length but its own."""
+
+    def __init__(self, model: torch.nn.Module, length: int) -> None:
+        super().__init__()
+        self.model, self.length = model, length
+
+    def forward(self, **inputs: torch.Tensor):
+        assert all(v.shape[1] == self.length for v in inputs.values())
+        return self.model(**inputs)
+
+
+def test_fixed_length_retrieval_pads_every_batch_and_scores_the_same() -> None:
+    model, tok, task = load_minilm(), minilm_tokenizer(), wordnet_retrieval(40)
+    score = retrieval_scores(model, tok, task, batch_size=8, max_length=48)
+    fixed = retrieval_scores(
+        _FixedShape(model, 48), tok, task, batch_size=8, max_length=48, fixed_length=True
+    )
+    # Padding is masked out of the mean: the same ranking, up to float rounding.
+    assert fixed.recall_at_1 == score.recall_at_1 and fixed.mrr == pytest.approx(score.mrr)
+    with pytest.raises(AssertionError):
+        retrieval_scores(_FixedShape(model, 48), tok, task, batch_size=8, max_length=48)
