@@ -103,6 +103,8 @@ def prune_structured_(
         skipped=skipped,
         blocked=_blocked_summary(graph),
     )
+    if report.overshoot:
+        log.warning("%s", report.overshoot)
     plan, head_fraction = removal_plan(graph, removed)
     report.plan = {p: {d: idx.tolist() for d, idx in dims.items()} for p, dims in plan.items()}
     if not dry_run and plan:

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from prunekit.report import Report, Table
 
+# macs_reduction is reported as overshot above this many times the target.
+OVERSHOOT = 1.05
+
 
 @dataclass(frozen=True)
 class GroupRow:
@@ -86,6 +89,22 @@ class StructuredReport(Report):
                 for g in self.groups if g.after != g.before]  # fmt: skip
         return ["group", "kind", "units", "kept", "coupled slices"], rows
 
+    @property
+    def overshoot(self) -> str | None:
+        """What rounding did to ``macs_reduction``, where it went past the target by over 5 %."""
+        config = self.config or {}
+        target = config.get("macs_reduction")
+        if target is None or self.macs_reduction <= target * OVERSHOOT:
+            return None
+        rounding = config.get("round_to")
+        return (
+            f"macs_reduction={target:g}: reached {self.macs_reduction:.2f}× fewer MACs, past the "
+            f"target: whole units of round_to={rounding} and min_channels="
+            f"{config.get('min_channels')} per layer cannot stop nearer"
+            + ("; a smaller round_to gets closer" if rounding and rounding > 1 else "")
+        )
+
     def notes(self) -> list[str]:
         left = [f"left alone: {name}: {why}" for name, why in list(self.skipped.items())[:8]]
-        return left + [f"cannot shrink: {s}" for s in self.blocked[:8]]
+        over = [self.overshoot] if self.overshoot else []
+        return over + left + [f"cannot shrink: {s}" for s in self.blocked[:8]]

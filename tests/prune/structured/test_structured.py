@@ -91,6 +91,21 @@ def test_macs_reduction_is_reached():
     assert 3.0 <= report.macs_reduction < 4.5
 
 
+@pytest.mark.parametrize("round_to", [1, 8])
+def test_rounding_past_the_macs_target_is_reported(round_to, caplog):
+    model, batches = zoo.build("cnn-bn")  # 8- and 16-wide: whole multiples of 8 overshoot
+    config = pk.MagnitudeConfig(pattern="channel", macs_reduction=1.2, round_to=round_to)
+    with caplog.at_level("WARNING", logger="prunekit"):
+        report = pk.prune_(model, config, example_inputs=batches[0][0])
+    overshot = report.macs_reduction > 1.2 * 1.05
+    assert overshot == (round_to == 8)  # one channel at a time stops near the target
+    assert (report.overshoot is not None) == overshot
+    assert any("past the target" in n for n in report.notes()) == overshot
+    assert ("past the target" in caplog.text) == overshot
+    if overshot:
+        assert f"reached {report.macs_reduction:.2f}× fewer MACs" in report.overshoot
+
+
 @pytest.mark.parametrize(
     "config",
     [
