@@ -110,6 +110,9 @@ class PruneConfig(BaseConfig):
     Structured patterns only:
     macs_reduction: prune until the forward pass needs this many times fewer multiply-
         accumulates (2.0: half); the fraction of units removed is searched for.
+    latency_reduction: prune until the model runs this many times faster, measured in PyTorch
+        on ``example_inputs`` (its batch size; conv nets channels_last): the MACs target is
+        searched for by timing the shrunk model against the unpruned one. One-shot only.
     min_channels: channels every pruned layer keeps at least.
     round_to: kept channel counts are multiples of this (e.g. 8 for SIMD-friendly widths).
     verify: check the rebuilt model against the unpruned one with those units zeroed, on the
@@ -123,6 +126,7 @@ class PruneConfig(BaseConfig):
     ignore: list[str] = []
     seed: int = 0
     macs_reduction: float | None = Field(None, ge=1.0)
+    latency_reduction: float | None = Field(None, gt=1.0)
     layer_sparsity: dict[str, float] = {}
     min_channels: int = Field(1, ge=1)
     round_to: int = Field(1, ge=1)
@@ -165,13 +169,29 @@ class PruneConfig(BaseConfig):
     @model_validator(mode="after")
     def _pattern_agrees(self) -> PruneConfig:
         if not self.structured:
-            defaults = {"macs_reduction": None, "min_channels": 1, "round_to": 1}
+            defaults = {
+                "macs_reduction": None,
+                "latency_reduction": None,
+                "min_channels": 1,
+                "round_to": 1,
+            }
             for name, default in defaults.items():
                 if getattr(self, name) != default:
                     raise ValueError(
                         f"{name} applies to structured pruning only; set pattern='channel' or "
                         f"'head', or leave {name} unset (pattern is {self.pattern!r})"
                     )
+        if self.latency_reduction is not None:
+            both = {
+                "sparsity": self.sparsity is not None,
+                "macs_reduction": self.macs_reduction is not None,
+                "layer_sparsity": bool(self.layer_sparsity),
+            }
+            if any(both.values()):
+                raise ValueError(
+                    f"latency_reduction decides how much to remove: leave "
+                    f"{', '.join(k for k, v in both.items() if v)} unset"
+                )
         nm = parse_pattern(self.pattern)
         if self.layer_sparsity and nm is not None:
             raise ValueError(
@@ -223,7 +243,8 @@ class PruneConfig(BaseConfig):
         final = self.target_sparsity
         if final > 0:
             return final
-        return 1.0 if self.layer_sparsity or self.macs_reduction is not None else 0.0
+        targets = self.macs_reduction, self.latency_reduction
+        return 1.0 if self.layer_sparsity or any(t is not None for t in targets) else 0.0
 
     def with_sparsity(self, sparsity: float) -> PruneConfig:
         """A copy asking for another sparsity (used by schedules that step toward the target)."""

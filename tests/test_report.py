@@ -24,9 +24,9 @@ SHAPES = {
         "sparsity", "zeros",
     ],
     "StructuredReport": [
-        "applied", "blocked", "config", "groups", "macs_after", "macs_before", "macs_reduction",
-        "max_diff", "method", "params_after", "params_before", "params_removed", "plan",
-        "seconds", "skipped",
+        "applied", "blocked", "config", "groups", "latency_batch", "latency_ms", "latency_tried",
+        "macs_after", "macs_before", "macs_reduction", "max_diff", "method", "params_after",
+        "params_before", "params_removed", "plan", "seconds", "skipped", "speedup",
     ],
     "QuantizeReport": [
         "bytes_after", "bytes_before", "config", "layers", "method", "seconds", "skipped",

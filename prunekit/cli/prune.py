@@ -63,6 +63,11 @@ def prune(
     macs_reduction: float | None = typer.Option(
         None, help="Structured: prune until the forward pass needs this many times fewer MACs."
     ),
+    latency_reduction: float | None = typer.Option(
+        None,
+        help="Structured: prune until the model runs this many times faster in PyTorch, "
+        "measured on the data's first batch.",
+    ),
     round_to: int | None = typer.Option(
         None, help="Structured: kept channel counts are multiples of this."
     ),
@@ -116,6 +121,7 @@ def prune(
     given = {
         "pattern": pattern,
         "macs_reduction": macs_reduction,
+        "latency_reduction": latency_reduction,
         "round_to": round_to,
         "min_channels": min_channels,
         "num_samples": num_samples,
@@ -260,6 +266,8 @@ def _dry_run(net: Any, config: Any, train: Any, model: str, data: str, json_out:
 def _amount(config: Any) -> str:
     if config.macs_reduction is not None:
         return f"{config.pattern}, {config.macs_reduction:g}× fewer MACs"
+    if config.latency_reduction is not None:
+        return f"{config.pattern}, {config.latency_reduction:g}× faster (measured)"
     return f"{config.target_sparsity:.0%} {config.pattern}"
 
 

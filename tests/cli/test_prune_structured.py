@@ -101,6 +101,16 @@ def test_bn_scale_to_a_macs_target(tmp_path, capsys, digits_cnn):
     assert sum(p.numel() for p in loaded.parameters()) == report["prune"]["params_after"]
 
 
+def test_prune_to_a_measured_speed_up(tmp_path, capsys, digits_cnn):
+    argv = ["prune", *digits_cnn, "--method", "magnitude", "--pattern", "channel"]
+    assert main([*argv, "--latency-reduction", "1.5", "--out", str(tmp_path / "r"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["prune"]
+    assert report["speedup"] is not None and len(report["latency_tried"]) == 7
+    assert report["params_after"] < report["params_before"]
+    loaded = pk.load(tmp_path / "r" / "model")
+    assert sum(p.numel() for p in loaded.parameters()) == report["params_after"]
+
+
 def test_a_user_factory_pruned_by_channel_loads_into_a_fresh_instance(tmp_path, capsys, factory):
     out = tmp_path / "run"
     spec = f"py:{factory}:make"

@@ -8,6 +8,7 @@ model back to exactly what it was.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from prunekit.config import PruneConfig
 from prunekit.data.batches import first_batch, split_batch
 from prunekit.errors import PrunekitError
 from prunekit.prune.structured.graph import DependencyGraph, Group, analyze
+from prunekit.prune.structured.latency import search_latency
 from prunekit.prune.structured.plan import (
     Limits,
     per_unit,
@@ -40,6 +42,10 @@ from prunekit.surgery.transaction import transaction
 from prunekit.targets import check_selectors, matches
 
 log = logging.getLogger(__name__)
+
+# Seconds each model is timed per candidate of the latency search, and for the figure reported.
+SEARCH_RUN_TIME = 0.3
+FINAL_RUN_TIME = 1.0
 
 
 def prune_structured_(
@@ -84,7 +90,17 @@ def prune_structured_(
             f"method {method!r}: none of the prunable groups has a BatchNorm whose scale could "
             "rank its channels; use magnitude or taylor for this model"
         )
-    removed = _plan(model, graph, candidates, scores, config)
+    search = None
+    if config.latency_reduction is not None:
+        by_ratio = config.model_copy(update={"latency_reduction": None})
+        removed, search = search_latency(
+            lambda ratio: _plan(model, graph, candidates, scores, by_ratio.with_sparsity(ratio)),
+            lambda removed: _time_shrunk(model, graph, removed, example_inputs),
+            config.latency_reduction,
+            _batch(example_inputs),
+        )
+    else:
+        removed = _plan(model, graph, candidates, scores, config)
     # MACs per sample, as measure() reports them; the graph counted the example batch.
     per = _batch(example_inputs)
     before = graph.count()
@@ -105,6 +121,10 @@ def prune_structured_(
     )
     if report.overshoot:
         log.warning("%s", report.overshoot)
+    if search is not None:
+        report.latency_batch = search.batch
+        report.latency_tried = search.tried
+        report.latency_ms = _time_shrunk(model, graph, removed, example_inputs, FINAL_RUN_TIME)
     plan, head_fraction = removal_plan(graph, removed)
     report.plan = {p: {d: idx.tolist() for d, idx in dims.items()} for p, dims in plan.items()}
     if not dry_run and plan:
@@ -114,6 +134,27 @@ def prune_structured_(
         report.applied = True
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _time_shrunk(
+    model: nn.Module,
+    graph: DependencyGraph,
+    removed: dict[int, np.ndarray],
+    example_inputs: Any,
+    min_run_time: float = SEARCH_RUN_TIME,
+) -> tuple[float, float]:
+    """Milliseconds per call of ``model`` and of a copy shrunk by ``removed``, timed
+    interleaved at the example's batch size."""
+    from prunekit.measure.latency import time_models
+
+    plan, head_fraction = removal_plan(graph, removed)
+    small = copy.deepcopy(model)
+    shrink_(small, plan, head_fraction)
+    batch = _batch(example_inputs)
+    dense, pruned = time_models(
+        [model, small], example_inputs, batch_sizes=(batch,), min_run_time=min_run_time
+    )
+    return dense.median_ms[batch], pruned.median_ms[batch]
 
 
 def _batch(example_inputs: Any) -> int:

@@ -14,12 +14,19 @@ from torch import nn
 
 from prunekit.calibrate import LossFn
 from prunekit.config import PruneConfig
+from prunekit.errors import PrunekitError
 from prunekit.prune.structured.api import prune_structured_
 from prunekit.prune.structured.report import StructuredReport
 
 
 class StructuredSteps:
     def __init__(self, config: PruneConfig, example_inputs: Any) -> None:
+        if config.latency_reduction is not None:
+            raise PrunekitError(
+                "latency_reduction is measured on the finished model: prune one-shot with "
+                "prune_(model, config, example_inputs=...), then fine-tune; a gradual schedule "
+                "takes macs_reduction"
+            )
         self.config = config
         self.example_inputs = example_inputs
         self.done = 0.0  # fraction of the final target reached so far

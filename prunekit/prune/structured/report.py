@@ -39,9 +39,12 @@ class StructuredReport(Report):
     max_diff: float | None = None
     blocked: list[str] = field(default_factory=list)
     plan: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    latency_ms: tuple[float, float] | None = None
+    latency_batch: int | None = None
+    latency_tried: list[tuple[float, float]] = field(default_factory=list)
 
     computed = ("params_before", "params_after", "macs_before", "macs_after", "params_removed",
-                "macs_reduction")  # fmt: skip
+                "macs_reduction", "speedup")  # fmt: skip
     hidden = ("params", "macs")  # as the *_before/*_after pairs
 
     @property
@@ -104,7 +107,20 @@ class StructuredReport(Report):
             + ("; a smaller round_to gets closer" if rounding and rounding > 1 else "")
         )
 
+    @property
+    def speedup(self) -> float | None:
+        """Measured: the unpruned model's latency over the pruned one's (latency_reduction)."""
+        return None if self.latency_ms is None else self.latency_ms[0] / self.latency_ms[1]
+
     def notes(self) -> list[str]:
         left = [f"left alone: {name}: {why}" for name, why in list(self.skipped.items())[:8]]
         over = [self.overshoot] if self.overshoot else []
+        if self.latency_ms is not None:
+            target = (self.config or {}).get("latency_reduction")
+            dense, pruned = self.latency_ms
+            over.append(
+                f"latency in PyTorch at batch {self.latency_batch}: {dense:.3f} → {pruned:.3f} "
+                f"ms, {self.speedup:.2f}× faster measured (asked {target:g}×; "
+                f"{len(self.latency_tried)} candidates timed)"
+            )
         return over + left + [f"cannot shrink: {s}" for s in self.blocked[:8]]
