@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--minilm-epochs", type=int, default=1)
+    parser.add_argument("--minilm-epochs", type=int, default=3)
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--minilm-lines", type=int, default=None, help="train on the first N")
     args = parser.parse_args(argv)
