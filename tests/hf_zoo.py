@@ -319,12 +319,13 @@ def swin() -> transformers.SwinForImageClassification:
     return transformers.SwinForImageClassification(config).eval()
 
 
-def segformer() -> transformers.SegformerForSemanticSegmentation:
-    """Overlapping patch embeddings, spatial-reduction attention, Mix-FFN, bilinear decode head."""
+def segformer(heads: tuple[int, int] = (2, 4)) -> transformers.SegformerForSemanticSegmentation:
+    """Overlapping patch embeddings, spatial-reduction attention, Mix-FFN, bilinear decode head.
+    SegFormer-B0's stages have 1, 2, 5, 8 heads: ``heads=(1, 2)`` is its single-head start."""
     torch.manual_seed(0)
     config = transformers.SegformerConfig(
         num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
-        hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[2, 4],
+        hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=list(heads),
         mlp_ratios=[2, 2], decoder_hidden_size=32, num_labels=5,
     )  # fmt: skip
     return transformers.SegformerForSemanticSegmentation(config).eval()
@@ -428,6 +429,7 @@ ZOO: dict[str, Callable[[], tuple[nn.Module, dict[str, torch.Tensor]]]] = {
     "clip_vision": _vision(clip_vision),
     "swin": _vision(swin),
     "segformer": _vision(segformer),
+    "segformer_single_head": _vision(lambda: segformer(heads=(1, 2))),
     "mobilevit": _vision(mobilevit, 64),
     # text encoders
     "bert": _encoder(lambda: bert(num_attention_heads=4)),

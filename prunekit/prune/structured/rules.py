@@ -277,6 +277,15 @@ def reshape_label(atoms: Atoms, lab: Label, out_shape: tuple[int, ...]) -> Label
             atoms.block(lab.dims[i], "size-1 dimension reshaped")
             i += 1
             continue
+        if _one_head(in_shape, out_shape, i, j):
+            # [B, T, C] -> [B, T, 1, C]: attention split into a single head of C. A head's
+            # inner dimension stays whole (modules keep the head size as an attribute:
+            # view(B, T, heads, head_size)), and there is no other head to remove.
+            atoms.block(lab.dims[i], "the size of a single attention head")
+            out_dims[j] = atoms.fresh((1,), "size-1 dimension").dims[0]
+            out_dims[j + 1], out_linked[j + 1] = lab.dims[i], lab.linked[i]
+            i, j = i + 1, j + 2
+            continue
         if j < no and out_shape[j] == 1:
             out_dims[j] = atoms.fresh((1,), "size-1 dimension").dims[0]
             j += 1
@@ -334,6 +343,18 @@ def reshape_label(atoms: Atoms, lab: Label, out_shape: tuple[int, ...]) -> Label
                 out_dims[k] = atoms.fresh((out_shape[k],), "reshaped across dimensions").dims[0]
     assert all(d is not None for d in out_dims)
     return Label(out_dims, out_linked)  # type: ignore[arg-type]
+
+
+def _one_head(in_shape: tuple[int, ...], out_shape: tuple[int, ...], i: int, j: int) -> bool:
+    """The reshape's last input dimension goes to a new size-1 dimension and then itself, as
+    the last of at least four: how attention code splits C channels into 1 head of C."""
+    return (
+        len(out_shape) >= 4
+        and i == len(in_shape) - 1
+        and j == len(out_shape) - 2
+        and out_shape[j] == 1
+        and out_shape[j + 1] == in_shape[i] > 1
+    )
 
 
 def _dim(d: int, nd: int) -> int:
