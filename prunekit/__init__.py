@@ -22,6 +22,7 @@ from prunekit.config import BaseConfig, PruneConfig
 from prunekit.distill import DepthReport, DistillConfig, DistillReport, distill_, shrink_depth_
 from prunekit.errors import DataNotFoundError, PrunekitError
 from prunekit.export import ExecuTorchReport, ExportReport, export_executorch, export_onnx
+from prunekit.factorize import FactorizeReport, LowRankConfig, factorize_
 from prunekit.measure import Comparison, Measurement, compare, measure
 from prunekit.measure.onnx import OnnxLatency, OnnxModule, onnx_latency
 from prunekit.measure.runtimes import RuntimeReport, RuntimeResult, measure_runtimes
@@ -74,6 +75,7 @@ __all__ = [
     "DistillReport",
     "ExecuTorchReport",
     "ExportReport",
+    "FactorizeReport",
     "FinetuneConfig",
     "FinetuneReport",
     "GPTQConfig",
@@ -81,6 +83,7 @@ __all__ = [
     "Int8StaticConfig",
     "Iterative",
     "KMeansConfig",
+    "LowRankConfig",
     "MagnitudeConfig",
     "Measurement",
     "MethodInfo",
@@ -118,6 +121,7 @@ __all__ = [
     "distill_",
     "export_executorch",
     "export_onnx",
+    "factorize_",
     "finetune_",
     "load",
     "map_trials",

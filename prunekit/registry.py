@@ -16,7 +16,7 @@ from typing import Any
 from prunekit.config import BaseConfig
 from prunekit.errors import PrunekitError
 
-KINDS = ("prune", "quantize", "share", "distill")
+KINDS = ("prune", "quantize", "share", "factorize", "distill")
 
 # What a method reads, from its config's flags: shown in `prunekit methods` and the docs.
 DATA_NEEDS = {
@@ -157,6 +157,7 @@ def methods_markdown() -> str:
 def _load_builtin_methods() -> None:
     # Importing the method packages registers them; done lazily to keep imports acyclic.
     import prunekit.distill
+    import prunekit.factorize
     import prunekit.prune.methods
     import prunekit.quantize
     import prunekit.share  # noqa: F401

@@ -32,6 +32,9 @@ SHAPES = {
         "bytes_after", "bytes_before", "config", "layers", "method", "seconds", "skipped",
     ],
     "ShareReport": ["config", "layers", "method", "seconds", "skipped"],
+    "FactorizeReport": [
+        "config", "layers", "method", "params_after", "params_before", "seconds", "skipped",
+    ],
     "FinetuneReport": [
         "config", "epochs", "history", "method", "pairs", "projections", "prune", "pruning",
         "seconds", "skipped", "steps", "stopped_early",
@@ -108,6 +111,7 @@ def reports(tmp_path_factory) -> dict[str, pk.Report]:
         ),
         "QuantizeReport": pk.quantize_(copy.deepcopy(model), pk.RTNConfig(bits=4)),
         "ShareReport": pk.share_weights_(copy.deepcopy(model), pk.KMeansConfig(bits=4)),
+        "FactorizeReport": pk.factorize_(copy.deepcopy(model), pk.LowRankConfig(rank_ratio=0.25)),
         "FinetuneReport": pk.finetune_(copy.deepcopy(model), batches, epochs=1, progress=False),
         "DistillReport": pk.distill_(
             copy.deepcopy(model), model, batches, pk.DistillConfig(epochs=1), progress=False

@@ -73,8 +73,8 @@ def run(
 ) -> None:
     """Run a recipe's steps on a model, saving it after each step (--resume continues).
 
-    Steps: prune, finetune, distill, share, quantize, export, measure. Prints one line per step,
-    then the per-step table and the before/after table."""
+    Steps: prune, finetune, distill, share, factorize, quantize, export, measure. Prints one line
+    per step, then the per-step table and the before/after table."""
     from prunekit.specs import load_model
 
     plan = Recipe.from_yaml(recipe)

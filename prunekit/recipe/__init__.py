@@ -1,4 +1,5 @@
-"""Recipes: YAML pipelines of steps (prune, finetune, distill, share, quantize, export, measure).
+"""Recipes: YAML pipelines of steps (prune, finetune, distill, share, factorize,
+quantize, export, measure).
 
 recipe = prunekit.Recipe.from_yaml("recipes/deep-compression-lenet300.yaml")
 report = prunekit.run_recipe(recipe, model, train_loader, test_loader, out="runs/dc")

@@ -92,6 +92,12 @@ def _share(step: Step, model: nn.Module, ctx: StepContext) -> dict[str, Any]:
     return share_weights_(model, step.config).to_dict()  # type: ignore[arg-type]
 
 
+def _factorize(step: Step, model: nn.Module, ctx: StepContext) -> dict[str, Any]:
+    from prunekit.factorize import factorize_
+
+    return factorize_(model, step.config).to_dict()  # type: ignore[arg-type]
+
+
 def _quantize(step: Step, model: nn.Module, ctx: StepContext) -> dict[str, Any]:
     from prunekit.quantize import quantize_
 
@@ -133,6 +139,7 @@ _RUNNERS: dict[str, Callable[[Step, nn.Module, StepContext], dict[str, Any]]] = 
     "finetune": _finetune,
     "distill": _distill,
     "share": _share,
+    "factorize": _factorize,
     "quantize": _quantize,
     "export": _export,
     "measure": _measure,

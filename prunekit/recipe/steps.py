@@ -1,10 +1,11 @@
 """The steps a recipe holds: one verb each, with its method's config and the verb's own fields.
 
 A step is written ``{verb: {method: NAME, field: value, …}}``. Verbs with methods (``prune``,
-``distill``, ``share``, ``quantize``) read the method from the registry and split the fields
-between the method's config and the verb's own options (below); the others (``finetune``,
-``export``, ``measure``) have options only. Every field is validated by pydantic before any
-step runs, and an error names the step number, its verb, the field and what is accepted.
+``distill``, ``share``, ``factorize``, ``quantize``) read the method from the registry and split
+the fields between the method's config and the verb's own options (below); the others
+(``finetune``, ``export``, ``measure``) have options only. Every field is validated by pydantic
+before any step runs, and an error names the step number, its verb, the field and what is
+accepted.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ VERBS: dict[str, Verb] = {
     "finetune": Verb(FinetuneOptions),
     "distill": Verb(NoOptions, "distill", "kd"),
     "share": Verb(NoOptions, "share", "kmeans"),
+    "factorize": Verb(NoOptions, "factorize", "svd"),
     "quantize": Verb(NoOptions, "quantize"),
     "export": Verb(ExportOptions, changes_model=False),
     "measure": Verb(MeasureOptions, changes_model=False),

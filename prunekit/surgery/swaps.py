@@ -114,7 +114,12 @@ def _load_builtin_swaps() -> None:
     # The packages that define swapped-in modules register their builders on import.
     import importlib
 
-    for package in ("prunekit.share", "prunekit.quantize", "prunekit.accelerate"):
+    for package in (
+        "prunekit.share",
+        "prunekit.factorize",
+        "prunekit.quantize",
+        "prunekit.accelerate",
+    ):
         try:
             importlib.import_module(package)
         except ModuleNotFoundError as e:

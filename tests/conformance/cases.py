@@ -189,6 +189,8 @@ def run_verb(
         return pk.quantize_(model, config, data=data)
     if kind == "share":
         return pk.share_weights_(model, config)
+    if kind == "factorize":
+        return pk.factorize_(model, config, data=data)
     if kind == "distill":
         return pk.distill_(model, teacher, data, config, progress=False)
     raise AssertionError(f"no verb for kind {kind!r}: add one here and to the checks")

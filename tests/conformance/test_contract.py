@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import prunekit as pk
+from prunekit.factorize import LowRankLayer
 from prunekit.layout import as_matrix
 from prunekit.surgery.swaps import swap_record
 from prunekit.targets import select_layers
@@ -115,6 +116,15 @@ def _check_swaps(variant: Variant, got: Outcome) -> None:
     json.dumps(record)
 
 
+def _check_factorized(variant: Variant, got: Outcome) -> None:
+    """Factorizing swaps layers for two-layer low-rank modules, and the model gets smaller."""
+    _check_swaps(variant, got)
+    modules = dict(got.model.named_modules())
+    for entry in swap_record(got.model):
+        assert isinstance(modules[entry["module"]], LowRankLayer), entry["module"]
+    assert sum(p.numel() for p in got.model.parameters()) < got.before.params
+
+
 def _check_trained(variant: Variant, got: Outcome) -> None:
     changed = differences(got.model, got.before)
     assert any(d.startswith("tensor") for d in changed), "distillation changed no weight"
@@ -124,6 +134,7 @@ KIND_CHECKS = {
     "prune": _check_prune,
     "quantize": _check_swaps,
     "share": _check_swaps,
+    "factorize": _check_factorized,
     "distill": _check_trained,
 }
 

@@ -84,6 +84,8 @@ def apply_(method: str, fields: dict[str, Any], model: Any, data: list, example:
         pk.quantize_(model, config, data=data)
     elif info.kind == "share":
         pk.share_weights_(model, config)
+    elif info.kind == "factorize":
+        pk.factorize_(model, config, data=data)
 
 
 def _short(value: Any) -> str:

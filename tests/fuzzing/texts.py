@@ -10,7 +10,9 @@ import yaml
 
 from tests.fuzzing.values import FLOATS, INTS, OTHERS, STRINGS, nest
 
-VERBS = ["prune", "finetune", "distill", "share", "quantize", "export", "measure", "auto"]
+VERBS = [
+    "prune", "finetune", "distill", "share", "factorize", "quantize", "export", "measure", "auto",
+]  # fmt: skip
 FIELDS = ["method", "sparsity", "pattern", "scope", "schedule", "epochs", "lr", "bits",
           "conv_bits", "group_size", "num_samples", "targets", "ignore", "layer_sparsity",
           "seed", "distill", "batch_sizes", "temperature", "alpha", "max_iter", "onnx",
