@@ -23,3 +23,19 @@ def factory(tmp_path):
     path = tmp_path / "net.py"
     path.write_text(FACTORY)
     return path
+
+
+@pytest.fixture(scope="module")
+def pruned_digits_dir(tmp_path_factory):
+    """A channel-pruned DigitsCNN saved by pk.save: its manifest names the digits dataset, which
+    the export commands read their example inputs from."""
+    import torch
+
+    import prunekit as pk
+    from prunekit.models import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x = torch.randn(4, 1, 8, 8)
+    pk.prune_(model, pk.MagnitudeConfig(pattern="channel", sparsity=0.5), example_inputs=(x,))
+    return pk.save(model, tmp_path_factory.mktemp("run") / "model")

@@ -20,7 +20,7 @@ from prunekit.errors import PrunekitError
 from prunekit.export import ExecuTorchReport, export_executorch
 from prunekit.export.dense import dense_twin
 from prunekit.export.inputs import flat_tensors
-from prunekit.models import DigitsCNN, available, build, model_info
+from prunekit.models import available, build, model_info
 from tests import hf_zoo, zoo
 
 
@@ -232,13 +232,8 @@ def test_without_executorch_installed_the_error_says_how_to_install(tmp_path, mo
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A channel-pruned DigitsCNN saved by pk.save; its manifest names the digits dataset."""
-    torch.manual_seed(0)
-    model = DigitsCNN().eval()
-    x = torch.randn(4, 1, 8, 8)
-    pk.prune_(model, pk.MagnitudeConfig(pattern="channel", sparsity=0.5), example_inputs=(x,))
-    return pk.save(model, tmp_path_factory.mktemp("run") / "model")
+def saved(pruned_digits_dir):
+    return pruned_digits_dir
 
 
 def test_cli_exports_a_saved_model(saved, tmp_path, capsys):

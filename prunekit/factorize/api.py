@@ -29,6 +29,7 @@ from prunekit.factorize.layers import (
     weight_params,
 )
 from prunekit.factorize.svd import Spectrum, choose_rank, spectrum
+from prunekit.quantize.select import tied_weights
 from prunekit.report import Report, Table, shape
 from prunekit.surgery import swaps
 from prunekit.surgery.transaction import transaction
@@ -165,33 +166,22 @@ def _candidates(
 ) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """The selected layers that can be factorized, and why each other selected one cannot."""
     chosen = select_layers(model, config.targets, config.ignore)
-    owners = _weight_owners(model)
+    tied = tied_weights(model)
     factorized = [n for n, m in model.named_modules() if isinstance(m, LowRankLayer)]
     attention = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
     skipped: dict[str, str] = {}
     for name, layer in chosen.items():
         inside = next((p for p in factorized if name.startswith(p + ".")), None)
         reader = next((p for p in attention if name.startswith(p + ".")), None)
-        tied = [o for o in owners.get(id(layer.weight), []) if o != name]
         if inside is not None:
             skipped[name] = f"already factorized (part of {inside})"
         elif reader is not None:
             skipped[name] = f"its weight is read directly by the nn.MultiheadAttention {reader}"
-        elif tied:
-            skipped[name] = f"weight tied to {', '.join(tied)}"
+        elif name in tied:
+            skipped[name] = f"weight tied to {tied[name]}"
         elif (why := unsupported(layer)) is not None:
             skipped[name] = why
     return {n: m for n, m in chosen.items() if n not in skipped}, skipped
-
-
-def _weight_owners(model: nn.Module) -> dict[int, list[str]]:
-    """id(parameter) -> every module name holding it (a module reachable twice counts twice)."""
-    owners: dict[int, list[str]] = {}
-    for name, module in model.named_modules(remove_duplicate=False):
-        for p in module._parameters.values():
-            if p is not None:
-                owners.setdefault(id(p), []).append(name)
-    return owners
 
 
 def _matrix(layer: nn.Module) -> torch.Tensor:

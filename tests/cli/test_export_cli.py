@@ -15,14 +15,8 @@ from prunekit.models import DigitsCNN
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A channel-pruned builtin architecture saved by pk.save: its manifest names the digits
-    dataset, which the command reads its example inputs from."""
-    torch.manual_seed(0)
-    model = DigitsCNN().eval()
-    x = torch.randn(4, 1, 8, 8)
-    pk.prune_(model, pk.MagnitudeConfig(pattern="channel", sparsity=0.5), example_inputs=(x,))
-    return pk.save(model, tmp_path_factory.mktemp("run") / "model")
+def saved(pruned_digits_dir):
+    return pruned_digits_dir
 
 
 def test_export_a_saved_pruned_model(saved, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """``latency_reduction``: how much to remove, found by timing the shrunk model.
 
 Speed is not MACs: narrow layers run slower per MAC than wide ones, and a batch of one is
-bound by other costs than arithmetic (on VGG-BN here, 3.9× fewer MACs gave 1.2–2.6× speed). So
+bound by other costs than arithmetic (bench.deploy, VGG-BN: 3.97× fewer MACs ran 1.2× faster at
+batch 1, 2.5× at batch 64). So
 the search bisects the fraction of units removed (ranked as the method ranks them; plans grow
 with it), builds each candidate on a copy, times it against the unpruned model interleaved
 (``prunekit.measure.latency``) and keeps the least removal measured at least the target fast.
