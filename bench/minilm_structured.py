@@ -1,5 +1,7 @@
 """Structured pruning of the real all-MiniLM-L6-v2: attention heads and FFN neurons removed
-until the encoder needs 2× fewer MACs, then measured side by side with the dense model.
+until the encoder needs 2× fewer MACs, then measured side by side with the dense model; and at
+the same MACs, low-rank factorization (``factorize_``: every Linear split by truncated SVD,
+ranks from one energy threshold searched to the MAC target).
 
 No recovery training (that is knowledge distillation's job): the figures show what structured
 pruning alone costs on a pretrained transformer, and what it buys in measured CPU latency.
@@ -60,6 +62,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "heads + FFN, global ranking": pk.MagnitudeConfig(
             pattern="channel", macs_reduction=args.macs_reduction, round_to=8, scope="global"
         ),
+        "low-rank SVD, every Linear": pk.LowRankConfig(
+            macs_reduction=args.macs_reduction, round_to=8
+        ),
     }
     base = score(dense)
     dense_macs = count_macs(dense, example).dense
@@ -69,36 +74,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, cfg in variants.items():
         model = copy.deepcopy(dense)
         start = time.perf_counter()
-        report = pk.prune_(model, cfg, example_inputs=example)
+        if isinstance(cfg, pk.LowRankConfig):
+            kept = _factorize(model, cfg, example)
+        else:
+            kept = _prune(model, cfg, example)
         seconds = time.perf_counter() - start
+        params = sum(p.numel() for p in model.parameters())
         macs = count_macs(model, example).dense
         got = score(model)
         lat_dense, lat_pruned = time_models([dense, model], example, batch_sizes=(1, 32))
         speed = {b: lat_dense.median_ms[b] / lat_pruned.median_ms[b] for b in (1, 32)}
-        heads = [g for g in report.groups if g.kind == "head"]
-        kept_heads = sum(g.after for g in heads) * 1  # units: kv head = head for MHA
-        ffn = [g for g in report.groups if g.kind == "channel"]
         print(f"{name}: {got} macs {dense_macs / macs:.2f}× speed {speed} ({seconds:.1f} s)",
               flush=True)  # fmt: skip
         results.append({
-            "variant": name, "config": cfg.to_dict(), "params": report.params[1], "macs": macs,
+            "variant": name, "config": cfg.to_dict(), "params": params, "macs": macs,
             "macs_reduction": dense_macs / macs, "speedup_b1": speed[1], "speedup_b32": speed[32],
-            "heads_kept": kept_heads, "heads_total": sum(g.before for g in heads),
-            "ffn_kept": sum(g.after for g in ffn), "ffn_total": sum(g.before for g in ffn),
+            **kept,
             "latency_ms": {"dense": lat_dense.median_ms, "pruned": lat_pruned.median_ms},
             "seconds": seconds, **got,
         })  # fmt: skip
-        rows.append([name, f"{report.params[1]:,}", f"{macs:,}", f"{dense_macs / macs:.2f}×",
+        rows.append([name, f"{params:,}", f"{macs:,}", f"{dense_macs / macs:.2f}×",
                      *(f"{v:.3f}" for v in got.values()), f"{speed[1]:.2f}×", f"{speed[32]:.2f}×",
-                     f"{kept_heads}/{sum(g.before for g in heads)} heads, "
-                     f"{sum(g.after for g in ffn)}/{sum(g.before for g in ffn)} FFN"])  # fmt: skip
+                     kept["kept"]])  # fmt: skip
     info = machine()
     md = (
         "# Structured pruning of all-MiniLM-L6-v2 (real weights, no recovery training)\n\n"
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
         f"({info['torch_threads']} threads), {info['date']}. Target: {args.macs_reduction}× "
         f"fewer MACs (counted by PyTorch's FlopCounterMode on a batch of 32 gloss lines, "
-        f"attention included); magnitude (L1) scores, kept widths multiples of 8. Speed-up: "
+        f"attention included); magnitude (L1) scores, kept widths multiples of 8; low-rank: "
+        f"ranks multiples of 8 from one energy threshold for every Linear. Speed-up: "
         f"dense latency / pruned latency, both timed interleaved in this run "
         f"({lat_dense.method}). Retrieval on {task.name}; fidelity on {len(splits.test)} "
         f"held-out gloss lines.\n\n"
@@ -122,6 +127,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     js, out = write("minilm_structured", payload, md)
     print(f"wrote {js} and {out}")
     return payload
+
+
+def _prune(model: torch.nn.Module, cfg: pk.PruneConfig, example: Any) -> dict[str, Any]:
+    report = pk.prune_(model, cfg, example_inputs=example)
+    heads = [g for g in report.groups if g.kind == "head"]
+    ffn = [g for g in report.groups if g.kind == "channel"]
+    kept: dict[str, Any] = {
+        "heads_kept": sum(g.after for g in heads),
+        "heads_total": sum(g.before for g in heads),
+        "ffn_kept": sum(g.after for g in ffn),
+        "ffn_total": sum(g.before for g in ffn),
+    }
+    kept["kept"] = (
+        f"{kept['heads_kept']}/{kept['heads_total']} heads, "
+        f"{kept['ffn_kept']}/{kept['ffn_total']} FFN"
+    )
+    return kept
+
+
+def _factorize(model: torch.nn.Module, cfg: pk.LowRankConfig, example: Any) -> dict[str, Any]:
+    report = pk.factorize_(model, cfg, example_inputs=example)
+    assert report.budget is not None
+    kept = sum(r.rank for r in report.layers) / sum(r.full_rank for r in report.layers)
+    return {
+        "ranks": report.ranks,
+        "energy": report.budget["energy"],
+        "kept": f"{len(report.layers)} Linear at {kept:.0%} of rank (energy "
+        f"{report.budget['energy']:.3f})",
+    }
 
 
 if __name__ == "__main__":

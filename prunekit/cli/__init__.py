@@ -11,7 +11,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from prunekit.cli import analyze, auto, demo, export, measure, methods, prune, run
+from prunekit.cli import analyze, auto, demo, export, factorize, measure, methods, prune, run
 from prunekit.errors import PrunekitError, quote
 
 app = typer.Typer(
@@ -21,7 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (demo, prune, measure, export, methods, analyze, run, auto):
+for module in (demo, prune, factorize, measure, export, methods, analyze, run, auto):
     module.register(app)
 
 INTERRUPTED = 130  # Ctrl-C, as shells report it

@@ -1,6 +1,7 @@
 """``factorize_``: replace each chosen layer by two low-rank layers from its truncated SVD.
 
-Plan (pure): select the layers, take each weight's SVD, choose its rank, keep the layers whose
+Plan (pure): select the layers, take each weight's SVD, choose its rank (from the config's rule,
+or from a MACs or parameter budget, :mod:`prunekit.factorize.budget`), keep the layers whose
 factors are smaller than the weight. Apply: swap each for its low-rank layer
 (:mod:`prunekit.factorize.layers`), recorded for ``load``. Every check and every SVD runs
 before the first swap, and the swaps run in one transaction, so if this raises the model is
@@ -15,15 +16,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
+from prunekit.data.batches import first_batch, split_batch
 from prunekit.errors import PrunekitError
+from prunekit.factorize.budget import allocate, layer_costs
 from prunekit.factorize.config import LowRankConfig
 from prunekit.factorize.layers import (
     SWAP_KIND,
     LowRankLayer,
+    is_spatial,
     low_rank_like,
+    matrix,
     swap_args,
     unsupported,
     weight_params,
@@ -61,6 +65,7 @@ class FactorizeReport(Report):
     ``params_before``/``params_after``: the factorized layers' parameters, summed."""
 
     layers: list[LayerFactorize]
+    budget: dict[str, Any] | None = None
 
     computed = ("params_before", "params_after")
 
@@ -82,9 +87,13 @@ class FactorizeReport(Report):
 
     def title(self) -> str:
         n, before, after = len(self.layers), self.params_before, self.params_after
+        reached = ""
+        if self.budget is not None:
+            b = self.budget
+            reached = f"; whole model {b['reached']:.2f}× fewer {b['kind']} (asked {b['asked']:g}×)"
         return (
-            f"{self.method}: {n} layers factorized, {before:,} -> {after:,} parameters "
-            f"({self.seconds:.1f} s)"
+            f"{self.method}: {n} layers factorized, {before:,} -> {after:,} parameters"
+            f"{reached} ({self.seconds:.1f} s)"
         )
 
     def table(self) -> Table:
@@ -96,14 +105,21 @@ class FactorizeReport(Report):
 
 
 def factorize_(
-    model: nn.Module, config: LowRankConfig | None = None, data: Iterable[Any] | None = None
+    model: nn.Module,
+    config: LowRankConfig | None = None,
+    data: Iterable[Any] | None = None,
+    *,
+    example_inputs: Any = None,
 ) -> FactorizeReport:
     """Factorize in place: each chosen ``nn.Linear`` becomes a :class:`LowRankLinear` (in ->
-    rank -> out) and each ``nn.Conv2d`` (groups=1) a :class:`LowRankConv2d` (k×k conv to
-    ``rank`` channels, then 1×1), from the truncated SVD of its weight ``[out, in·kh·kw]``.
-    ``prunekit.finetune_`` then trains both factors as ordinary layers.
+    rank -> out) and each ``nn.Conv2d`` (groups=1) a :class:`LowRankConv2d` (two convolutions
+    through ``rank`` channels, split by channel or spatially), from the truncated SVD of its
+    weight. ``prunekit.finetune_`` then trains both factors as ordinary layers.
 
-    data: not read (the SVD needs the weights only); taken so that every verb is called alike.
+    data: read only for ``macs_reduction`` without ``example_inputs`` (its first batch's
+        inputs); the SVD needs the weights only.
+    example_inputs: for ``macs_reduction``, the inputs the MACs are counted on (a tensor, a
+        tuple or a dict of keyword tensors).
 
     A layer is factorized only if its factors have fewer parameters than its weight; the
     others, layers whose weight is tied to another module's and layers already factorized
@@ -116,25 +132,23 @@ def factorize_(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
     start = time.perf_counter()
-    layers, skipped = _candidates(model, config)
-    specs = {name: spectrum(_matrix(layer)) for name, layer in layers.items()}
-    ranks: dict[str, int] = {}
-    for name, layer in layers.items():
-        rank = choose_rank(
-            specs[name],
-            rank_ratio=config.rank_ratio,
-            energy=config.energy,
-            min_rank=config.min_rank,
-            round_to=config.round_to,
-        )
-        before, after = weight_params(layer), weight_params(layer, rank)
-        if after < before:
-            ranks[name] = rank
-        else:
-            skipped[name] = (
-                f"rank {rank} of {specs[name].full_rank} needs {after:,} weights, the layer has "
-                f"{before:,}: no saving"
+    if config.macs_reduction is not None and example_inputs is None:
+        if data is None:
+            raise PrunekitError(
+                f"macs_reduction={config.macs_reduction:g} counts the model's MACs: pass "
+                f"example_inputs=(x,) or data="
             )
+        example_inputs, _ = split_batch(first_batch(data))
+    layers, skipped = _candidates(model, config)
+    split = {name: is_spatial(layer, config.decomposition) for name, layer in layers.items()}
+    specs = {name: spectrum(matrix(layer, split[name])) for name, layer in layers.items()}
+    budget = None
+    if config.budget is None:
+        ranks = _ranks_by_rule(layers, specs, split, config, skipped)
+    else:
+        ranks, budget = _ranks_by_budget(model, layers, specs, config, example_inputs)
+        for name in layers.keys() - ranks.keys():
+            skipped[name] = "kept whole: at the budget's energy it would cost more factorized"
     if not ranks:
         raise PrunekitError(
             f"config: no selected layer gets smaller with rank_ratio={config.rank_ratio}, "
@@ -145,20 +159,84 @@ def factorize_(
     for name, why in skipped.items():
         log.info("not factorizing %s: %s", name, why)
     new = {
-        name: low_rank_like(layers[name], *specs[name].factors(rank), rank)
+        name: low_rank_like(layers[name], *specs[name].factors(rank), rank, split[name])
         for name, rank in ranks.items()
     }
-    rows = [_row(name, layers[name], specs[name], rank) for name, rank in ranks.items()]
+    rows = [_row(n, layers[n], specs[n], rank, split[n]) for n, rank in ranks.items()]
     with transaction(model):
         for name, rank in ranks.items():
-            swaps.swap_(model, name, new[name], SWAP_KIND, swap_args(layers[name], rank))
+            args = swap_args(layers[name], rank, split[name])
+            swaps.swap_(model, name, new[name], SWAP_KIND, args)
     return FactorizeReport(
         method="svd",
         config=config.to_dict(),
         layers=rows,
+        budget=budget,
         skipped=skipped,
         seconds=time.perf_counter() - start,
     )
+
+
+def _ranks_by_rule(
+    layers: dict[str, nn.Module],
+    specs: dict[str, Spectrum],
+    split: dict[str, bool],
+    config: LowRankConfig,
+    skipped: dict[str, str],
+) -> dict[str, int]:
+    """Each layer's rank from ``rank_ratio`` or ``energy``; layers it would not shrink go to
+    ``skipped`` with the reason."""
+    ranks: dict[str, int] = {}
+    for name, layer in layers.items():
+        rank = choose_rank(
+            specs[name],
+            rank_ratio=config.rank_ratio,
+            energy=config.energy,
+            min_rank=config.min_rank,
+            round_to=config.round_to,
+        )
+        before, after = weight_params(layer), weight_params(layer, rank, split[name])
+        if after < before:
+            ranks[name] = rank
+        else:
+            skipped[name] = (
+                f"rank {rank} of {specs[name].full_rank} needs {after:,} weights, the layer has "
+                f"{before:,}: no saving"
+            )
+    return ranks
+
+
+def _ranks_by_budget(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    specs: dict[str, Spectrum],
+    config: LowRankConfig,
+    example_inputs: Any,
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """Ranks bringing the whole model's MACs or parameters down by the factor asked."""
+    assert config.budget is not None
+    kind, reduction = config.budget
+    costs, total = layer_costs(
+        model, layers, kind, example_inputs, lambda m: is_spatial(m, config.decomposition)
+    )
+
+    def choose(spec: Spectrum, energy: float) -> int:
+        return choose_rank(spec, energy=energy, min_rank=config.min_rank, round_to=config.round_to)
+
+    found = allocate(specs, costs, total, reduction, choose, kind)
+    budget = {
+        "kind": kind,
+        "asked": reduction,
+        "reached": found.reduction,
+        "before": found.total_before,
+        "after": found.total_after,
+        "energy": found.energy,
+    }
+    log.info(
+        "factorize: energy %.4f gives %.2f× fewer %s (asked %g×)",
+        found.energy, found.reduction, kind, reduction,
+    )  # fmt: skip
+    return found.ranks, budget
 
 
 def _candidates(
@@ -184,22 +262,16 @@ def _candidates(
     return {n: m for n, m in chosen.items() if n not in skipped}, skipped
 
 
-def _matrix(layer: nn.Module) -> torch.Tensor:
-    """The weight as a matrix ``[out, in·kh·kw]``."""
-    w = layer.weight
-    return w.reshape(w.shape[0], -1)
-
-
-def _row(name: str, layer: nn.Module, spec: Spectrum, rank: int) -> LayerFactorize:
+def _row(name: str, layer: nn.Module, spec: Spectrum, rank: int, spatial: bool) -> LayerFactorize:
     bias = layer.bias.numel() if isinstance(layer.bias, nn.Parameter) else 0
     return LayerFactorize(
         name=name,
-        kind=type(layer).__name__,
+        kind=type(layer).__name__ + (" spatial" if spatial else ""),
         shape=tuple(layer.weight.shape),
         rank=rank,
         full_rank=spec.full_rank,
         energy=spec.energy(rank),
         params_before=weight_params(layer) + bias,
-        params_after=weight_params(layer, rank) + bias,
+        params_after=weight_params(layer, rank, spatial) + bias,
         error=spec.error(rank),
     )

@@ -22,10 +22,11 @@ def _logical_tensors(model: nn.Module) -> list[torch.Tensor]:
     tensors: list[torch.Tensor] = []
     for name in swapped:
         module = model.get_submodule(name)
-        inside.update(id(p) for p in module.parameters())
         weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor):
-            tensors.append(weight.detach())
+        if not isinstance(weight, torch.Tensor):
+            continue  # a structural swap (low-rank factors): its parameters are its weights
+        inside.update(id(p) for p in module.parameters())
+        tensors.append(weight.detach())
         bias = getattr(module, "bias", None)
         if isinstance(bias, torch.Tensor):
             tensors.append(bias.detach())

@@ -95,7 +95,8 @@ def _share(step: Step, model: nn.Module, ctx: StepContext) -> dict[str, Any]:
 def _factorize(step: Step, model: nn.Module, ctx: StepContext) -> dict[str, Any]:
     from prunekit.factorize import factorize_
 
-    return factorize_(model, step.config).to_dict()  # type: ignore[arg-type]
+    report = factorize_(model, step.config, example_inputs=ctx.example_inputs)  # type: ignore[arg-type]
+    return report.to_dict()
 
 
 def _quantize(step: Step, model: nn.Module, ctx: StepContext) -> dict[str, Any]:

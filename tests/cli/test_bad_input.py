@@ -10,6 +10,7 @@ from prunekit.cli import main
 
 M = "builtin:digits-cnn"
 PRUNE = ["prune", "--model", M, "--method", "magnitude"]
+FACTORIZE = ["factorize", "--model", M, "--out"]
 LAUGHS = "[&a [1,1,1,1,1,1,1,1,1]" + "".join(
     f", &{b} [" + ",".join([f"*{a}"] * 9) + "]" for a, b in zip("abcdef", "bcdefg", strict=True)
 ) + "]"  # fmt: skip
@@ -87,6 +88,11 @@ BAD = [
     (["demo", "--epochs", "0"], "--epochs must be ≥ 1"),
     (["demo", "--sparsity", "1.5"], "sparsity must be in [0, 1); got 1.5"),
     (["pareto", "{user}", "--out", "{user}"], "is a directory; name the file to write"),
+    ([*FACTORIZE, "{file}"], "is a file; name a new or empty directory"),
+    ([*FACTORIZE, "{new}", "--energy", "0.9", "--rank-ratio", "0.5"], "not several"),
+    ([*FACTORIZE, "{new}", "--macs-reduction", "1"], "macs_reduction: Input should be greater"),
+    ([*FACTORIZE, "{new}", "--decomposition", "tucker"], "decomposition: Input should be"),
+    ([*FACTORIZE, "{new}", "--finetune-epochs", "-1"], "--finetune-epochs must be ≥ 0"),
 ]
 
 

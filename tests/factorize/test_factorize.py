@@ -263,7 +263,10 @@ def test_targets_and_ignore_choose_the_layers(trained):
         ({"rank_ratio": 0.0}, r"rank_ratio must be in \(0, 1\]; got 0.0"),
         ({"rank_ratio": 1.5}, r"rank_ratio must be in \(0, 1\]; got 1.5"),
         ({"energy": -0.1}, r"energy must be in \(0, 1\]; got -0.1"),
-        ({"rank_ratio": 0.5, "energy": 0.9}, "set one of rank_ratio and energy, not both"),
+        (
+            {"rank_ratio": 0.5, "energy": 0.9},
+            "set one of rank_ratio, energy, macs_reduction, params_reduction, not several",
+        ),
         ({"min_rank": 0}, "min_rank"),
         ({"round_to": 0}, "round_to"),
         ({"ratio": 0.5}, "ratio"),
