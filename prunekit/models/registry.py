@@ -19,6 +19,7 @@ from prunekit.models.minilm import (
     minilm_architecture,
     minilm_text_spec,
 )
+from prunekit.models.mobilenet import MobileNetV2Small
 from prunekit.models.small_cnn import DigitsCNN
 from prunekit.models.vgg import VGGBN
 from prunekit.train.config import FinetuneConfig
@@ -151,6 +152,16 @@ register_model(
         num_classes=10,
         recipe=TrainingRecipe(epochs=3, lr=2e-3, batch_size=128, weight_decay=5e-4),
         summary="small VGG-style CNN with BatchNorm, 6 convs, ~29 MMACs/sample",
+    )
+)
+register_model(
+    ModelInfo(
+        "mobilenet-v2",
+        MobileNetV2Small,
+        *_FMNIST,
+        num_classes=10,
+        recipe=TrainingRecipe(epochs=2, lr=3e-3, batch_size=128, weight_decay=5e-4),
+        summary="MobileNetV2-style CNN: inverted residuals, depthwise 3×3, ~4 MMACs/sample",
     )
 )
 register_model(

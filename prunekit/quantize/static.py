@@ -11,6 +11,11 @@ hold. :class:`StaticInt8Region` therefore hides the graph from ``state_dict`` an
 state as plain tensors instead (int8 values, float64 scales, int64 zero points); its swap builder
 converts the region again from the original submodule (uncalibrated, so with placeholder
 ranges) and ``load_state_dict`` then puts the saved values back, scales included.
+
+Repairs (``equalize``, ``bias_correction``, ``rounding="adaround"``; prunekit.quantize.repairs)
+convert a BN-folded trace of the region instead, equalized first when asked, then change the
+converted layers' int8 weights and biases in place; the swap record says ``folded`` so that
+loading rebuilds the same graph.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -30,6 +36,7 @@ from prunekit.data.batches import split_batch, take_samples
 from prunekit.errors import PrunekitError
 from prunekit.quantize.config import Int8StaticConfig
 from prunekit.quantize.grid import sqnr_db
+from prunekit.quantize.repairs import RepairStats, float_copy, fold_batchnorm, repair_layers_
 from prunekit.quantize.report import LayerQuant, QuantizeReport, state_bytes
 from prunekit.quantize.select import swap_all_
 from prunekit.surgery.swaps import register_swap
@@ -309,17 +316,26 @@ def int8_static_(
     new: dict[str, StaticInt8Region] = {}
     args: dict[str, dict[str, Any]] = {}
     rows: list[LayerQuant] = []
+    repairs: dict[str, dict[str, Any]] = {}
     skipped = {n: "kept in float (ignore)" for n in sorted(ignored)}
     for name, region in regions.items():
         mine = sorted(n[len(name) + 1 :] for n in ignored if n.startswith(f"{name}."))
+        work: nn.Module = region
+        stats: RepairStats | None = None
         try:
-            graph = convert_region(region, inputs[name], mine)
+            if config.repaired:
+                work, stats = float_copy(region, mine, config.equalize)
+            graph = convert_region(work, inputs[name], mine)
         except Exception as e:
             raise PrunekitError(
                 f"targets: region {name!r} ({type(region).__name__}) cannot be converted by "
                 f"torch.ao FX ({type(e).__name__}: {e}); choose traceable submodules with "
                 f"targets=[...] or use int8-dynamic"
             ) from e
+        if stats is not None:
+            assert isinstance(work, torch.fx.GraphModule)
+            repair_layers_(graph, work, inputs[name], config, stats)
+            repairs[name] = asdict(stats)
         new[name] = StaticInt8Region(graph)
         x = inputs[name][0]
         was_training = region.training
@@ -328,6 +344,8 @@ def int8_static_(
             sqnr = sqnr_db(reference, new[name](x))
         region.train(was_training)
         args[name] = {"input_shape": list(x.shape[1:]), "ignore": mine}
+        if stats is not None:
+            args[name]["folded"] = True
         rows.append(
             LayerQuant(
                 name,
@@ -341,7 +359,9 @@ def int8_static_(
             )
         )
     swap_all_(model, dict(new), STATIC_SWAP, args)
-    note = {"sqnr": "of each region's output on its first calibration batch"}
+    note: dict[str, Any] = {"sqnr": "of each region's output on its first calibration batch"}
+    if repairs:
+        note["repairs"] = repairs
     return QuantizeReport(
         method=config.method, config=config.to_dict(), layers=rows, skipped=skipped, extra=note
     )
@@ -363,6 +383,9 @@ def _build_static(region: nn.Module, args: dict[str, Any]) -> nn.Module:
         )
     if not isinstance(ignore, list) or not all(isinstance(n, str) for n in ignore):
         raise PrunekitError("the swap record's ignore must be a list of layer names")
+    folded = args.get("folded", False)
+    if not isinstance(folded, bool):
+        raise PrunekitError("the swap record's folded must be true or false")
     if any(isinstance(m, StaticInt8Region) for m in region.modules()):
         # Converting a converted region again traces its graph module: it loads, then its first
         # forward fails.
@@ -370,6 +393,8 @@ def _build_static(region: nn.Module, args: dict[str, Any]) -> nn.Module:
             "the swap record converts a region to int8-static twice; the artifact is corrupted"
         )
     example = torch.zeros(1, *shape)
+    if folded:  # a repaired region was converted from its BN-folded trace: same graph, same keys
+        region = fold_batchnorm(region)
     return StaticInt8Region(convert_region(region, [example], ignore))
 
 

@@ -97,3 +97,12 @@ def test_unknown_name_lists_the_available_ones() -> None:
 def test_bad_keyword_is_a_prunekit_error() -> None:
     with pytest.raises(PrunekitError, match="width"):
         build("lenet5", width=2)
+
+
+def test_mobilenet_v2_is_depthwise_heavy_and_cheap() -> None:
+    model = build("mobilenet-v2")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    depthwise = [m for m in convs if m.groups == m.in_channels == m.out_channels > 1]
+    assert len(depthwise) == 7 and len(convs) == 22  # one per inverted residual block
+    assert sum(getattr(m, "residual", False) for m in model.modules()) == 4
+    assert 2e6 < macs(model, torch.randn(1, 1, 28, 28)) <= 6e6
