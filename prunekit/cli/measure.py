@@ -48,7 +48,8 @@ def measure(
     quantize: str | None = typer.Option(
         None,
         help=f"With --runtime: each runtime runs its own int8 form of the model "
-        f"({', '.join(QUANTIZE_MODES)}; int8 calibrates on the data's training split).",
+        f"({', '.join(QUANTIZE_MODES)}; int8 and smoothquant calibrate on the data's training "
+        f"split).",
     ),
 ) -> None:
     """Measure a model: accuracy (or perplexity on text), parameters, non-zeros, bytes, MACs,
@@ -58,7 +59,8 @@ def measure(
     runtimes = parse_runtimes(runtime) if runtime is not None else None
     if quantize is not None and (runtimes is None or quantize not in QUANTIZE_MODES):
         raise PrunekitError(
-            f"--quantize: expected {' or '.join(QUANTIZE_MODES)} together with --runtime; got "
+            f"--quantize: expected int8 or int8-dynamic together with --runtime (or smoothquant: "
+            f"int8-dynamic after SmoothQuant); got "
             f"{quote(quantize)}{'' if runtimes is not None else ' without --runtime'}"
         )
     check_data_spec(data)
@@ -103,7 +105,7 @@ def measure(
             metrics=text_metrics(splits) if text else None,
             quantize=quantize,
             calibration_data=splits.loader("train", batch_size=16 if text else 256)
-            if quantize == "int8"
+            if quantize in ("int8", "smoothquant")
             else None,
         )
         if json_out:

@@ -43,7 +43,7 @@ from prunekit.report import Report
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnxruntime", "executorch")
-QUANTIZE_MODES = ("int8", "int8-dynamic")
+QUANTIZE_MODES = ("int8", "int8-dynamic", "smoothquant")
 # The ONNX file is exported and checked at this batch (dynamic); a batch of one would let the
 # exporter specialise the batch dimension.
 ONNX_EXAMPLE_BATCH = 2
@@ -170,19 +170,21 @@ def measure_runtimes(
     size. A runtime whose export or run fails gets a row with ``error`` set; ``model`` is not
     changed.
 
-    ``quantize``: ``"int8"`` (static, calibrated on ``calibration_data``, default ``data``) or
-    ``"int8-dynamic"``: ``model`` is the float model and each runtime runs its own int8 form of
-    it. PyTorch runs a copy quantized by ``quantize_`` (``Int8StaticConfig`` or
-    ``Int8DynamicConfig``), onnxruntime that copy exported, ExecuTorch the program
-    ``export_executorch(quantize=...)`` makes (XNNPACK's quantizer).
+    ``quantize``: ``"int8"`` (static, calibrated on ``calibration_data``, default ``data``),
+    ``"int8-dynamic"`` or ``"smoothquant"`` (int8-dynamic after SmoothQuant's scales, read from
+    the calibration data): ``model`` is the float model and each runtime runs its own int8 form
+    of it. PyTorch runs a copy quantized by ``quantize_`` (``Int8StaticConfig``,
+    ``Int8DynamicConfig`` or ``SmoothQuantConfig``), onnxruntime that copy exported, ExecuTorch
+    the program ``export_executorch(quantize=...)`` makes (XNNPACK's quantizer; for
+    smoothquant, its dynamic int8 of the smoothed float model).
     """
     start = time.perf_counter()
     inputs = _check_args(model, data, example_inputs, runtimes, batch_sizes)
     calibration = calibration_data if calibration_data is not None else data
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise PrunekitError(f"quantize: expected one of {QUANTIZE_MODES} or None; got {quantize!r}")
-    if quantize == "int8" and calibration is None:
-        raise PrunekitError("quantize='int8' calibrates: pass data= or calibration_data=")
+    if quantize in ("int8", "smoothquant") and calibration is None:
+        raise PrunekitError(f"quantize={quantize!r} calibrates: pass data= or calibration_data=")
     sizes = sorted(set(batch_sizes))
     results = {name: RuntimeResult(name) for name in runtimes}
     modules: dict[str, nn.Module] = {}
@@ -195,16 +197,20 @@ def measure_runtimes(
             raise PrunekitError(f"example_inputs: the model fails on them: {_reason(err)}") from err
         writers: dict[str, Any] = dict(_WRITERS)
         quantized: nn.Module | Exception = model
+        floating: nn.Module | Exception = model  # what ExecuTorch's own quantizer starts from
         if quantize is not None:
-            writers["executorch"] = partial(_executorch, quantize=quantize, data=calibration)
+            mode = "int8-dynamic" if quantize == "smoothquant" else quantize
+            writers["executorch"] = partial(_executorch, quantize=mode, data=calibration)
             if "torch" in runtimes or "onnxruntime" in runtimes:
                 quantized = _torch_int8(model, quantize, calibration)
+            if quantize == "smoothquant" and "executorch" in runtimes:
+                floating = _smoothed(model, calibration)
         for name in runtimes:
             result = results[name]
             try:
-                if isinstance(quantized, Exception) and name != "executorch":
-                    raise quantized
-                source = model if name == "executorch" else quantized
+                source = floating if name == "executorch" else quantized
+                if isinstance(source, Exception):
+                    raise source
                 written = writers[name](source, inputs, sizes, Path(tmp))
                 result.file, result.bytes, result.note = written.file, written.bytes, written.note
                 if quantize is not None and name == "torch":
@@ -284,12 +290,30 @@ class _Written:
 
 def _torch_int8(model: nn.Module, mode: str, data: Iterable[Any] | None) -> nn.Module | Exception:
     """A copy of ``model`` that ``quantize_`` made int8, or why it could not."""
-    from prunekit.quantize import Int8DynamicConfig, Int8StaticConfig, quantize_
+    from prunekit.quantize import (
+        Int8DynamicConfig,
+        Int8StaticConfig,
+        SmoothQuantConfig,
+        quantize_,
+    )
 
-    config = Int8StaticConfig() if mode == "int8" else Int8DynamicConfig()
+    configs = {"int8": Int8StaticConfig, "smoothquant": SmoothQuantConfig}
+    config = configs.get(mode, Int8DynamicConfig)()
     twin = copy.deepcopy(model)
     try:
         quantize_(twin, config, data=data)
+    except Exception as err:
+        return err
+    return twin
+
+
+def _smoothed(model: nn.Module, data: Iterable[Any] | None) -> nn.Module | Exception:
+    """A float copy of ``model`` with SmoothQuant's scales folded in, or why not."""
+    from prunekit.quantize import SmoothQuantConfig, smooth_
+
+    twin = copy.deepcopy(model)
+    try:
+        smooth_(twin, SmoothQuantConfig(), data)
     except Exception as err:
         return err
     return twin
