@@ -117,6 +117,10 @@ class PruneConfig(BaseConfig):
     round_to: kept channel counts are multiples of this (e.g. 8 for SIMD-friendly widths).
     verify: check the rebuilt model against the unpruned one with those units zeroed, on the
         example input, and roll back if they differ.
+    reconstruct: after the shrink, refit by least squares every Conv2d/Linear whose input
+        channels went, front to back, so that its output on calibration ``data`` matches the
+        unpruned model's at that layer (ThiNet / He et al. 2017). Needs ``data``.
+    reconstruct_samples: calibration samples read per refit layer.
     """
 
     sparsity: float | None = None
@@ -131,6 +135,8 @@ class PruneConfig(BaseConfig):
     min_channels: int = Field(1, ge=1)
     round_to: int = Field(1, ge=1)
     verify: bool = True
+    reconstruct: bool = False
+    reconstruct_samples: int = Field(256, ge=1)
 
     needs_data: ClassVar[bool] = False
     needs_training: ClassVar[bool] = False
@@ -174,6 +180,8 @@ class PruneConfig(BaseConfig):
                 "latency_reduction": None,
                 "min_channels": 1,
                 "round_to": 1,
+                "reconstruct": False,
+                "reconstruct_samples": 256,
             }
             for name, default in defaults.items():
                 if getattr(self, name) != default:

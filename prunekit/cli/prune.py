@@ -74,6 +74,12 @@ def prune(
     min_channels: int | None = typer.Option(
         None, help="Structured: channels every pruned layer keeps at least."
     ),
+    reconstruct: bool = typer.Option(
+        False,
+        "--reconstruct",
+        help="Structured: after removing channels, refit each layer that read them by least "
+        "squares on calibration batches of the data, so its outputs match the unpruned model's.",
+    ),
     dry_run: bool = typer.Option(
         False,
         "--dry-run",
@@ -124,6 +130,7 @@ def prune(
         "latency_reduction": latency_reduction,
         "round_to": round_to,
         "min_channels": min_channels,
+        "reconstruct": reconstruct or None,  # unset keeps the method's default
         "num_samples": num_samples,
         "targets": list(target) if target else None,
         "ignore": list(ignore) if ignore else None,

@@ -2,8 +2,9 @@
 
 Everything up to the plan only reads the model. Surgery is logged; the rebuilt model is run on
 the example input and compared with the unpruned model whose removed units are zeroed (the two
-must agree: removing a unit whose every slice is zero changes nothing). Any failure rolls the
-model back to exactly what it was.
+must agree: removing a unit whose every slice is zero changes nothing). With ``reconstruct``,
+the layers reading removed channels are then refit on calibration data (reconstruct.py). Any
+failure rolls the model back to exactly what it was.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from prunekit.prune.structured.plan import (
     plan_layer,
     search_macs,
 )
+from prunekit.prune.structured.reconstruct import reconstruct_
 from prunekit.prune.structured.report import GroupRow, StructuredReport
 from prunekit.prune.structured.rules import HEAD
 from prunekit.prune.structured.trace import run_model, split_inputs
@@ -68,6 +70,11 @@ def prune_structured_(
     # Configs refuse patterns their method does not support, so a structured config's method
     # always registered group scores.
     assert info.group_scores is not None, method
+    if config.reconstruct and data is None:
+        raise PrunekitError(
+            "data: reconstruct=True refits the layers after the removed channels on calibration "
+            "inputs; pass data=[batches] (a few hundred samples) or set reconstruct=False"
+        )
     if example_inputs is None:
         if data is None:
             raise PrunekitError(
@@ -82,13 +89,16 @@ def prune_structured_(
     candidates, skipped = _candidates(model, graph, config)
     scores = info.group_scores(model, candidates, config, data, loss_fn)
     for g in list(candidates):
-        if scores.get(g.id) is None:
+        score = scores.get(g.id)
+        # A scorer gives None, or the reason as a string, for a group it cannot rank.
+        if score is None or isinstance(score, str):
             candidates.remove(g)
-            skipped[g.name] = f"no BatchNorm scale to rank its {g.kind}s by"
+            skipped[g.name] = score or f"no BatchNorm scale to rank its {g.kind}s by"
     if not candidates:
+        why = next(iter(skipped.values()), "")
         raise PrunekitError(
-            f"method {method!r}: none of the prunable groups has a BatchNorm whose scale could "
-            "rank its channels; use magnitude or taylor for this model"
+            f"method {method!r} can rank none of the prunable groups ({why}); use magnitude or "
+            "taylor for this model"
         )
     search = None
     if config.latency_reduction is not None:
@@ -128,9 +138,17 @@ def prune_structured_(
     plan, head_fraction = removal_plan(graph, removed)
     report.plan = {p: {d: idx.tolist() for d, idx in dims.items()} for p, dims in plan.items()}
     if not dry_run and plan:
-        report.max_diff = apply_plan_(
-            model, plan, head_fraction, example_inputs, verify=config.verify
-        )
+        # The refit needs the unpruned layer outputs as its targets.
+        dense = copy.deepcopy(model) if config.reconstruct else None
+        with transaction(model) as tx:
+            report.max_diff = apply_plan_(
+                model, plan, head_fraction, example_inputs, verify=config.verify
+            )
+            if dense is not None:
+                assert data is not None  # checked on entry
+                report.refits = reconstruct_(
+                    model, dense, plan, data, config.reconstruct_samples, tx
+                )
         report.applied = True
     report.seconds = time.perf_counter() - start
     return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prunekit.prune.structured.reconstruct import Refit
 from prunekit.report import Report, Table
 
 # macs_reduction is reported as overshot above this many times the target.
@@ -30,6 +31,8 @@ class StructuredReport(Report):
     max_diff: largest |rebuilt − masked| output difference found by verification.
     plan: parameter/buffer name → dimension → the indices removed (the serializable plan).
     applied: False for a dry run: the plan and figures are what the call would do.
+    refits: with ``reconstruct``, per refit layer its output error relative to the unpruned
+        model's, before and after the refit (see reconstruct.Refit).
     """
 
     groups: list[GroupRow]
@@ -42,6 +45,7 @@ class StructuredReport(Report):
     latency_ms: tuple[float, float] | None = None
     latency_batch: int | None = None
     latency_tried: list[tuple[float, float]] = field(default_factory=list)
+    refits: list[Refit] = field(default_factory=list)
 
     computed = ("params_before", "params_after", "macs_before", "macs_after", "params_removed",
                 "macs_reduction", "speedup")  # fmt: skip
@@ -123,4 +127,9 @@ class StructuredReport(Report):
                 f"ms, {self.speedup:.2f}× faster measured (asked {target:g}×; "
                 f"{len(self.latency_tried)} candidates timed)"
             )
-        return over + left + [f"cannot shrink: {s}" for s in self.blocked[:8]]
+        refit = [
+            f"refit {r.layer}: output error {r.error_before:.2%} → {r.error_after:.2%} of the "
+            f"unpruned layer's ({r.rows:,} calibration rows)"
+            for r in self.refits
+        ]
+        return over + refit + left + [f"cannot shrink: {s}" for s in self.blocked[:8]]

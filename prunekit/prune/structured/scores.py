@@ -81,9 +81,9 @@ def random(group: Group, seed: int) -> np.ndarray:
 
 
 # Group scorers: what a pruning method registers as ``group_scores`` (prunekit.registry). Each
-# gives ``{group id: scores [units]}`` for the candidate groups, or ``None`` for a group it cannot
-# rank (such a group is left alone and reported).
-GroupScores = dict[int, np.ndarray | None]
+# gives ``{group id: scores [units]}`` for the candidate groups, or ``None`` (or the reason, a
+# string) for a group it cannot rank (such a group is left alone and reported).
+GroupScores = dict[int, np.ndarray | str | None]
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
