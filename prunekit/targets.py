@@ -105,3 +105,37 @@ def _preview(layers: dict[str, nn.Module], most: int = 12) -> str:
     names = [f"{n} ({type(m).__name__})" for n, m in layers.items()]
     more = f", … ({len(names) - most} more)" if len(names) > most else ""
     return ", ".join(names[:most]) + more if names else "none"
+
+
+def per_layer(
+    layers: dict[str, nn.Module], table: dict[str, int], default: dict[str, int], what: str
+) -> dict[str, int]:
+    """``{layer: value}``: the first selector of ``table`` (exact name, class name or
+    ``re:<regex>``) matching a layer gives its value, ``default[layer]`` otherwise. A selector
+    matching none of ``layers`` is an error: a typo would silently change nothing."""
+    check_selectors(list(table), what)
+    for selector in table:
+        if not any(matches(selector, n, m) for n, m in layers.items()):
+            raise PrunekitError(
+                f"{what}: {quote(selector)} matches none of the layers it applies to; they are: "
+                f"{_preview(layers)}"
+            )
+    out = {}
+    for name, module in layers.items():
+        hit = next((v for sel, v in table.items() if matches(sel, name, module)), None)
+        out[name] = default[name] if hit is None else hit
+    return out
+
+
+def check_layer_bits(table: dict[str, int], low: int, high: int, why: str) -> dict[str, int]:
+    """``table`` (a ``layer_bits`` field) unchanged, or a ValueError naming its first bad entry:
+    a width outside ``low..high`` (what the stored format holds; ``why`` says so) or a selector
+    that is no valid regex."""
+    check_selectors(list(table), "layer_bits")
+    for key, bits in table.items():
+        if not low <= bits <= high:
+            raise ValueError(
+                f"layer_bits[{quote(key)}] must be in {low}..{high} ({why}); got {bits}: "
+                f"use a width in {low}..{high}"
+            )
+    return table

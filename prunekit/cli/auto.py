@@ -19,6 +19,7 @@ from prunekit.analyze.parallel import BACKENDS
 from prunekit.artifact.io import save
 from prunekit.auto import AutoConfig, auto_compress, validation_split
 from prunekit.auto.plot import plot_frontier
+from prunekit.cli.auto_bits import METHODS, parse_budget, run_bits
 from prunekit.cli.common import (
     check_data_fits,
     check_data_spec,
@@ -64,10 +65,20 @@ def auto(
     batch_size: int = typer.Option(128, help="Fine-tuning batch size."),
     weights: str | None = typer.Option(None, help="A .safetensors file for py: models."),
     seed: int = typer.Option(0, help="Seed for the search, the split and training."),
+    size_budget: str | None = typer.Option(
+        None,
+        help="Instead of the search above: bits per layer for a saved model of at most this "
+        "size, BYTES or RATIOx (× smaller than fp32), from each layer's measured sensitivity.",
+    ),
+    bits_method: str = typer.Option(
+        "kmeans", help="With --size-budget: 'kmeans' (shared values), 'rtn' or 'gptq'."
+    ),
+    bits_range: str = typer.Option("2:8", help="With --size-budget: widths tried, LOW:HIGH."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
 ) -> None:
     """Search per-layer sparsity and quantization for the smallest (or fastest) model that loses
-    at most --max-drop accuracy points; write it, its recipe and the frontier explored."""
+    at most --max-drop accuracy points; write it, its recipe and the frontier explored. With
+    --size-budget: the bits per layer that fit the size at the least measured accuracy cost."""
     from prunekit.specs import load_model
 
     config = AutoConfig(
@@ -77,6 +88,8 @@ def auto(
     require(backend in BACKENDS, "--backend", backend, f"one of {', '.join(BACKENDS)}")
     require(0 < val_size < 1, "--val-size", val_size, "a fraction in (0, 1)")
     require(batch_size >= 1, "--batch-size", batch_size, "≥ 1")
+    require(bits_method in METHODS, "--bits-method", bits_method, f"one of {', '.join(METHODS)}")
+    search = None if size_budget is None else parse_budget(size_budget, bits_range)
     check_data_spec(data)
     check_out_dir(out)
     net, source = load_model(model, weights=weights)
@@ -92,6 +105,12 @@ def auto(
                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
     val = DataLoader(val_set, batch_size=EVAL_BATCH)
     test = splits.loader("test", batch_size=EVAL_BATCH)
+    if search is not None:
+        run_bits(
+            net, train, val, test, method=bits_method, search=search, config=config, out=out,
+            spec=model, data_name=splits.name, source=source, json_out=json_out,
+        )  # fmt: skip
+        return
     with console.status(f"searching ({trials} trials)…", spinner="dots"):
         report = auto_compress(
             net, train, val, config, test_data=test, backend=backend, progress=False

@@ -21,7 +21,7 @@ from prunekit.quantize.layers import (
     weight_only_args,
 )
 from prunekit.quantize.report import QuantizeReport, layer_row
-from prunekit.quantize.select import choose_linears, linear_kinds, swap_all_
+from prunekit.quantize.select import choose_linears, layer_bits, linear_kinds, swap_all_
 from prunekit.registry import method_for_config
 from prunekit.share.layers import SharedLinear
 from prunekit.surgery.transaction import transaction
@@ -87,16 +87,17 @@ def int8_dynamic_(
 @torch.no_grad()
 def rtn_(model: nn.Module, config: RTNConfig, data: Iterable[Any] | None = None) -> QuantizeReport:
     layers, skipped = choose_linears(model, config, blocks_only=True)
+    bits = layer_bits(layers, config)
     new: dict[str, WeightOnlyLinear] = {}
     for name, layer in layers.items():
         codes, grid = rtn_quantize(
             canonical(layer, layer.weight.detach()),
-            config.bits,
+            bits[name],
             config.group_size,
             config.symmetric,
         )
         new[name] = WeightOnlyLinear.from_codes(layer, codes, grid, config.symmetric)
-    rows = [layer_row(n, layers[n], m, config.bits, m.group_size) for n, m in new.items()]
+    rows = [layer_row(n, layers[n], m, m.bits, m.group_size) for n, m in new.items()]
     swap_all_(model, new, WEIGHT_ONLY_SWAP, {n: weight_only_args(m) for n, m in new.items()})
     return QuantizeReport(
         method=config.method, config=config.to_dict(), layers=rows, skipped=skipped

@@ -33,7 +33,7 @@ from prunekit.quantize.config import GPTQConfig
 from prunekit.quantize.gptq import gptq_quantize
 from prunekit.quantize.layers import WEIGHT_ONLY_SWAP, WeightOnlyLinear, weight_only_args
 from prunekit.quantize.report import LayerQuant, QuantizeReport, layer_row
-from prunekit.quantize.select import choose_linears, swap_all_
+from prunekit.quantize.select import choose_linears, layer_bits, swap_all_
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def _solve(
     config: GPTQConfig,
     layers: dict[str, nn.Module],
     hessians: Hessians,
+    bits: dict[str, int],
     explicit: bool,
     skipped: dict[str, str],
 ) -> dict[str, WeightOnlyLinear]:
@@ -103,7 +104,7 @@ def _solve(
         codes, grid = gptq_quantize(
             canonical(layer, layer.weight.detach()),
             hessians.hessian(name),
-            config.bits,
+            bits[name],
             config.group_size,
             config.symmetric,
             config.act_order,
@@ -118,6 +119,7 @@ def _solve(
 def gptq_(model: nn.Module, config: GPTQConfig, data: Iterable[Any] | None) -> QuantizeReport:
     """Quantize ``model`` in place with GPTQ; see the module docstring."""
     layers, skipped = choose_linears(model, config, blocks_only=True)
+    bits = layer_bits(layers, config)
     assert data is not None, "quantize_ checks that data is given"
     # Read the samples once: a shuffling DataLoader would give every pass different ones.
     samples = list(take_samples(data, config.num_samples))
@@ -132,8 +134,8 @@ def gptq_(model: nn.Module, config: GPTQConfig, data: Iterable[Any] | None) -> Q
     def quantize_group(mine: dict[str, nn.Module], runs: Iterable[Run]) -> None:
         hessians = Hessians(mine)
         hessians.collect(runs)
-        new = _solve(config, mine, hessians, explicit, skipped)
-        rows.extend(layer_row(n, mine[n], m, config.bits, m.group_size) for n, m in new.items())
+        new = _solve(config, mine, hessians, bits, explicit, skipped)
+        rows.extend(layer_row(n, mine[n], m, m.bits, m.group_size) for n, m in new.items())
         args = {n: weight_only_args(m) for n, m in new.items()}
         swap_all_(model, dict(new), WEIGHT_ONLY_SWAP, args)
 

@@ -14,10 +14,10 @@ from torch import nn
 from prunekit.calibrate import find_blocks
 from prunekit.errors import PrunekitError
 from prunekit.layout import conv1d_type
-from prunekit.quantize.config import QuantizeConfig
+from prunekit.quantize.config import QuantizeConfig, WeightOnlyConfig
 from prunekit.quantize.layers import linear_shape
 from prunekit.surgery.swaps import swap_
-from prunekit.targets import select_layers
+from prunekit.targets import per_layer, select_layers
 
 
 def linear_kinds() -> tuple[type[nn.Module], ...]:
@@ -89,6 +89,12 @@ def choose_linears(
             + (" or lower min_features" if min_features else "")
         )
     return chosen, skipped
+
+
+def layer_bits(layers: dict[str, nn.Module], config: WeightOnlyConfig) -> dict[str, int]:
+    """``{layer: bits}`` of the chosen ``layers``: ``config.layer_bits``' first matching
+    selector, else ``config.bits``."""
+    return per_layer(layers, config.layer_bits, dict.fromkeys(layers, config.bits), "layer_bits")
 
 
 def _inside_blocks(model: nn.Module) -> list[str] | None:

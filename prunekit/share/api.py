@@ -29,7 +29,7 @@ from prunekit.share.layers import (
 )
 from prunekit.surgery import swaps
 from prunekit.surgery.transaction import transaction
-from prunekit.targets import select_layers
+from prunekit.targets import per_layer, select_layers
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,10 @@ class ShareReport(Report):
 
 def share_weights_(model: nn.Module, config: KMeansConfig | None = None) -> ShareReport:
     """Share weights in place: each chosen layer's non-zero weights become ``2**bits`` k-means
-    values (``conv_bits`` for convolutions) and the layer a :class:`SharedLinear` /
-    :class:`SharedConv` storing the codebook and indices; zeros (pruned weights) stay exactly
-    zero. ``prunekit.finetune_`` then trains the shared values, with the indices fixed.
+    values (``layer_bits`` per layer, else ``conv_bits`` for convolutions, else ``bits``) and
+    the layer a :class:`SharedLinear` / :class:`SharedConv` storing the codebook and indices;
+    zeros (pruned weights) stay exactly zero. ``prunekit.finetune_`` then trains the shared
+    values, with the indices fixed.
 
     A layer whose weight is tied to another module's (an embedding tied to the output head) is
     left dense and listed in ``ShareReport.skipped``: sharing it would untie the two.
@@ -94,7 +95,7 @@ def share_weights_(model: nn.Module, config: KMeansConfig | None = None) -> Shar
         raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
     start = time.perf_counter()
     layers, skipped = _layers(model, config)
-    bits = {name: config.bits_for(is_conv(layer)) for name, layer in layers.items()}
+    bits = layer_bits(layers, config)
     plans = {
         name: cluster(layer.weight, bits[name], config.init, config.seed, config.max_iter)
         for name, layer in layers.items()
@@ -141,6 +142,13 @@ def _layers(model: nn.Module, config: KMeansConfig) -> tuple[dict[str, nn.Module
             f"({'; '.join(f'{n}: {w}' for n, w in skipped.items())})"
         )
     return layers, skipped
+
+
+def layer_bits(layers: dict[str, nn.Module], config: KMeansConfig) -> dict[str, int]:
+    """``{layer: bits}``: ``config.layer_bits``' first matching selector, else ``conv_bits``
+    for convolutions when set, else ``bits``."""
+    default = {name: config.bits_for(is_conv(layer)) for name, layer in layers.items()}
+    return per_layer(layers, config.layer_bits, default, "layer_bits")
 
 
 def _weight_owners(model: nn.Module) -> dict[int, list[str]]:
