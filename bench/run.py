@@ -10,15 +10,21 @@ from bench import (
     accelerate,
     auto,
     deep_compression,
+    deploy,
     distill,
     executorch,
     finetune_defaults,
     fuzz,
+    int8_repairs,
+    lowrank,
     minilm_structured,
     oneshot,
     onnx,
     quantize,
     recipes,
+    reconstruct,
+    record,
+    smoothquant,
     structured,
     unstructured,
 )
@@ -26,15 +32,21 @@ from bench import (
 if __name__ == "__main__":
     unstructured.main([])
     structured.main([])
+    reconstruct.main([])
+    lowrank.main([])
     minilm_structured.main([])
     oneshot.main([])
     deep_compression.main([])
     quantize.main([])
+    int8_repairs.main([])
+    smoothquant.main([])
     onnx.main([])
     executorch.main([])
+    deploy.main([])
     accelerate.main([])
     distill.main([])
     finetune_defaults.main([])
     recipes.main([])
     auto.main([])
+    record.main([])
     fuzz.main([])

@@ -17,7 +17,14 @@ from prunekit.analyze import (
     plot_sensitivity,
 )
 from prunekit.artifact.io import load, save
-from prunekit.auto import AutoConfig, AutoReport, auto_compress
+from prunekit.auto import (
+    AutoConfig,
+    AutoReport,
+    BitsReport,
+    BitsSearchConfig,
+    auto_compress,
+    search_bits,
+)
 from prunekit.config import BaseConfig, PruneConfig
 from prunekit.distill import DepthReport, DistillConfig, DistillReport, distill_, shrink_depth_
 from prunekit.errors import DataNotFoundError, PrunekitError
@@ -35,6 +42,7 @@ from prunekit.prune import (
     OneShot,
     PruneReport,
     RandomConfig,
+    ReconstructionConfig,
     SparseGPTConfig,
     TaylorConfig,
     WandaConfig,
@@ -48,6 +56,7 @@ from prunekit.quantize import (
     QATConfig,
     QuantizeReport,
     RTNConfig,
+    SmoothQuantConfig,
     convert_,
     prepare_qat_,
     quantize_,
@@ -68,6 +77,8 @@ __all__ = [
     "AutoReport",
     "BNScaleConfig",
     "BaseConfig",
+    "BitsReport",
+    "BitsSearchConfig",
     "Comparison",
     "DataNotFoundError",
     "DepthReport",
@@ -102,11 +113,13 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "RecipeReport",
+    "ReconstructionConfig",
     "Report",
     "RuntimeReport",
     "RuntimeResult",
     "SensitivityProfile",
     "ShareReport",
+    "SmoothQuantConfig",
     "SparseGPTConfig",
     "StructuredReport",
     "TaylorConfig",
@@ -137,6 +150,7 @@ __all__ = [
     "quantize_",
     "run_recipe",
     "save",
+    "search_bits",
     "share_weights_",
     "shrink_depth_",
     "teacher_copy",

@@ -26,14 +26,19 @@ SHAPES = {
     "StructuredReport": [
         "applied", "blocked", "config", "groups", "latency_batch", "latency_ms", "latency_tried",
         "macs_after", "macs_before", "macs_reduction", "max_diff", "method", "params_after",
-        "params_before", "params_removed", "plan", "seconds", "skipped", "speedup",
+        "params_before", "params_removed", "plan", "refits", "seconds", "skipped", "speedup",
     ],
     "QuantizeReport": [
         "bytes_after", "bytes_before", "config", "layers", "method", "seconds", "skipped",
     ],
     "ShareReport": ["config", "layers", "method", "seconds", "skipped"],
     "FactorizeReport": [
-        "config", "layers", "method", "params_after", "params_before", "seconds", "skipped",
+        "budget", "config", "layers", "method", "params_after", "params_before", "seconds",
+        "skipped",
+    ],
+    "BitsReport": [
+        "baseline", "budget_bytes", "config", "layer_bits", "method", "model_bytes", "points",
+        "predicted_bytes", "predicted_drop", "seconds", "skipped",
     ],
     "FinetuneReport": [
         "config", "epochs", "history", "method", "pairs", "projections", "prune", "pruning",
@@ -101,7 +106,7 @@ def reports(tmp_path_factory) -> dict[str, pk.Report]:
     tmp = tmp_path_factory.mktemp("reports")
     model, batches = zoo.build("mlp")
     cnn, cnn_batches = zoo.build("cnn-bn")
-    x = batches[0][0]
+    x, y = batches[0]
     out = {
         "PruneReport": pk.prune_(copy.deepcopy(model), pk.WandaConfig(sparsity=0.5), data=batches),
         "StructuredReport": pk.prune_(
@@ -122,6 +127,13 @@ def reports(tmp_path_factory) -> dict[str, pk.Report]:
         "ExecuTorchReport": pk.export_executorch(copy.deepcopy(model), tmp / "m.pte", (x,)),
         "RuntimeReport": pk.measure_runtimes(
             model, batches, runtimes=("torch", "onnxruntime"), batch_sizes=(1,), min_run_time=0.01
+        ),
+        "BitsReport": pk.search_bits(
+            copy.deepcopy(model),
+            pk.KMeansConfig(),
+            lambda m: float((m(x).argmax(1) == y).float().mean()),
+            pk.BitsSearchConfig(max_bytes=10**7, bits=(2, 3)),
+            progress=False,
         ),
     }
     train, test = _digits()

@@ -18,11 +18,13 @@ from prunekit.quantize.config import (
     QATConfig,
     QuantizeConfig,
     RTNConfig,
+    SmoothQuantConfig,
     WeightOnlyConfig,
 )
 from prunekit.quantize.layers import Int8Linear, WeightOnlyLinear
 from prunekit.quantize.qat import QATConv2d, QATLinear, convert_, prepare_qat_, qat_
 from prunekit.quantize.report import LayerQuant, QuantizeReport
+from prunekit.quantize.smooth import SmoothQuantReport, SmoothReport, smooth_, smoothquant_
 from prunekit.quantize.static import StaticInt8Region, int8_static_
 from prunekit.registry import register
 
@@ -35,12 +37,27 @@ register(
     example={"min_features": 0},
 )
 register(
+    "smoothquant",
+    "quantize",
+    SmoothQuantConfig,
+    "SmoothQuant: activation outliers folded from norms into the weights, then int8-dynamic",
+    smoothquant_,
+    example={"min_features": 0, "num_samples": 8},
+)
+register(
     "int8-static",
     "quantize",
     Int8StaticConfig,
     "int8 weights and calibrated activations, BN folded, ReLU fused (torch.ao FX; CPU CNNs)",
     int8_static_,
-    example={"num_samples": 64},
+    # The repairs on: they run the plain conversion too, then change its weights and biases.
+    example={
+        "num_samples": 64,
+        "equalize": True,
+        "bias_correction": True,
+        "rounding": "adaround",
+        "rounding_iterations": 10,
+    },
 )
 register(
     "rtn", "quantize", RTNConfig, "weight-only low-bit, round to nearest per group", rtn_,
@@ -75,10 +92,14 @@ __all__ = [
     "QuantizeConfig",
     "QuantizeReport",
     "RTNConfig",
+    "SmoothQuantConfig",
+    "SmoothQuantReport",
+    "SmoothReport",
     "StaticInt8Region",
     "WeightOnlyConfig",
     "WeightOnlyLinear",
     "convert_",
     "prepare_qat_",
     "quantize_",
+    "smooth_",
 ]

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from prunekit.config import BaseConfig
+from prunekit.targets import check_layer_bits
+
+# Fewer samples than this and AdaRound's per-weight choices fit noise rather than the data.
+ADAROUND_MIN_SAMPLES = 32
 
 
 class QuantizeConfig(BaseConfig):
@@ -47,6 +51,27 @@ class Int8DynamicConfig(QuantizeConfig):
     min_features: int = Field(256, ge=0)
 
 
+class SmoothQuantConfig(Int8DynamicConfig):
+    """SmoothQuant (Xiao et al. 2023), then int8-dynamic: per input channel ``j`` of each layer
+    reading a LayerNorm/RMSNorm, ``s_j = max|X_j|^alpha / max|W_j|^(1-alpha)`` is folded into
+    the norm's weight and bias (divided) and the readers' weights (multiplied), moving
+    activation outliers into the per-channel int8 weights; nothing is added at run time.
+
+    alpha: migration strength: 0 leaves the activations' range as it is, 1 moves all of it into
+        the weights. 0.5 is the paper's default for most models.
+    num_samples: calibration samples read from ``data`` for the activation ranges.
+
+    Only norms whose output feeds nothing but quantized layers are smoothed (pre-norm blocks:
+    LLaMA, GPT-2, OPT); a post-norm model (BERT, MiniLM) feeds its norm output into the
+    residual too, so its layers stay unsmoothed and the report says why.
+    """
+
+    alpha: float = Field(0.5, ge=0, le=1)
+    num_samples: int = Field(128, ge=1)
+
+    needs_data: ClassVar[bool] = True
+
+
 class Int8StaticConfig(QuantizeConfig):
     """int8 weights (per channel) and activations with ranges calibrated on ``data``; convs and
     linears with BatchNorm folded and ReLU fused, via torch.ao's FX graph mode (x86 backend).
@@ -58,14 +83,47 @@ class Int8StaticConfig(QuantizeConfig):
     ignore: conv/linear layers inside the regions kept in float (names or class names).
     num_samples: calibration samples read from ``data``.
 
+    Repairs for post-training int8 (prunekit.quantize.repairs; the default is plain min/max):
+    equalize: cross-layer equalization (Nagel et al. 2019) before calibration: every pair of
+        convs (or linears) joined by ReLU or pooling has channel ``i`` of the first divided by
+        ``s_i`` and of the second multiplied by it, so both get the same per-channel weight
+        range; exact in float. For depthwise-heavy nets (MobileNet-style).
+    bias_correction: after conversion, each int8 layer's bias is shifted by the mean difference
+        between the float layer's output and the int8 layer's on the calibration data, layer
+        by layer front to back (empirical bias correction).
+    rounding: ``"nearest"`` (min/max), or ``"adaround"``: each weight rounded up or down as
+        learned per layer on the calibration data (Nagel et al. 2020), on the scales torch.ao
+        chose; needs ``num_samples >= 32``.
+    rounding_iterations: AdaRound optimizer steps per layer (batches of 32 samples).
+
     Measured (bench/results/quantize_cnn.md, 2-core x86): vgg-bn 1.3× faster than fp32 at
     batch 1 and 3.2× at 64, accuracy unchanged; LeNet-5, whose layers are the model's direct
-    children and so each a region of its own, 0.6× at batch 1 and 1.2× at 64.
+    children and so each a region of its own, 0.6× at batch 1 and 1.2× at 64. The repairs:
+    bench/results/int8_repairs.md.
     """
 
     num_samples: int = Field(256, ge=1)
+    equalize: bool = False
+    bias_correction: bool = False
+    rounding: Literal["nearest", "adaround"] = "nearest"
+    rounding_iterations: int = Field(500, ge=1, le=100_000)
 
     needs_data: ClassVar[bool] = True
+
+    @property
+    def repaired(self) -> bool:
+        """Any repair asked for (else plain min/max, converted as before)."""
+        return self.equalize or self.bias_correction or self.rounding != "nearest"
+
+    @model_validator(mode="after")
+    def _adaround_has_samples(self) -> Int8StaticConfig:
+        if self.rounding == "adaround" and self.num_samples < ADAROUND_MIN_SAMPLES:
+            raise ValueError(
+                f"num_samples: rounding='adaround' learns each layer's rounding from calibration "
+                f"samples; got num_samples={self.num_samples}, use at least "
+                f"{ADAROUND_MIN_SAMPLES} (or rounding='nearest')"
+            )
+        return self
 
 
 class WeightOnlyConfig(QuantizeConfig):
@@ -75,6 +133,9 @@ class WeightOnlyConfig(QuantizeConfig):
     group_size: input weights sharing one scale (and zero point); -1: one per output channel.
     symmetric: scale only, zero point fixed at 2^(bits-1) (nothing stored); else a zero point
         per group (uint8) as well.
+    layer_bits: ``{selector: bits}``, selectors in the forms of ``targets``; the first matching
+        selector gives a layer its bits, other layers use ``bits``. Each layer is stored at its
+        own width (``prunekit.auto.search_bits`` picks them under a size budget).
 
     Weights that are exactly zero (pruned) stay exactly zero. By default a transformer's layers
     inside its repeated blocks are quantized and the embeddings and LM head are left alone; a
@@ -84,6 +145,12 @@ class WeightOnlyConfig(QuantizeConfig):
     bits: int = Field(4, ge=2, le=8)
     group_size: int = 128
     symmetric: bool = True
+    layer_bits: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("layer_bits")
+    @classmethod
+    def _layer_bits_in_range(cls, v: dict[str, int]) -> dict[str, int]:
+        return check_layer_bits(v, 2, 8, "bit-packed weight codes")
 
     @field_validator("group_size")
     @classmethod
