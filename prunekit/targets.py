@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from prunekit.errors import PrunekitError, quote
 from prunekit.layout import conv1d_type
+
+V = TypeVar("V")  # a per-layer value: sparsity, bits
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -108,8 +111,8 @@ def _preview(layers: dict[str, nn.Module], most: int = 12) -> str:
 
 
 def per_layer(
-    layers: dict[str, nn.Module], table: dict[str, int], default: dict[str, int], what: str
-) -> dict[str, int]:
+    layers: dict[str, nn.Module], table: dict[str, V], default: dict[str, V], what: str
+) -> dict[str, V]:
     """``{layer: value}``: the first selector of ``table`` (exact name, class name or
     ``re:<regex>``) matching a layer gives its value, ``default[layer]`` otherwise. A selector
     matching none of ``layers`` is an error: a typo would silently change nothing."""
@@ -117,10 +120,10 @@ def per_layer(
     for selector in table:
         if not any(matches(selector, n, m) for n, m in layers.items()):
             raise PrunekitError(
-                f"{what}: {quote(selector)} matches none of the layers it applies to; they are: "
+                f"{what}: {quote(selector)} matches no layer it applies to; the layers are: "
                 f"{_preview(layers)}"
             )
-    out = {}
+    out: dict[str, V] = {}
     for name, module in layers.items():
         hit = next((v for sel, v in table.items() if matches(sel, name, module)), None)
         out[name] = default[name] if hit is None else hit

@@ -20,7 +20,7 @@ from prunekit.prune.methods.base import GradientScorer, Scorer
 from prunekit.prune.plan import l2_normalized, plan_masks
 from prunekit.registry import method_for_config
 from prunekit.surgery.masks import Masks, apply_masks_
-from prunekit.targets import check_selectors, matches, select_layers
+from prunekit.targets import per_layer, select_layers
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,7 @@ def layer_targets(
     """``{layer: sparsity}``: the first selector of ``layer_sparsity`` matching a layer (by exact
     name, class name or ``re:<regex>``) gives its sparsity, ``default`` otherwise. A selector
     matching none of ``layers`` is an error (a typo would silently change nothing)."""
-    check_selectors(list(layer_sparsity), "layer_sparsity")
-    for selector in layer_sparsity:
-        if not any(matches(selector, n, m) for n, m in layers.items()):
-            raise PrunekitError(
-                f"layer_sparsity: {selector!r} matches no layer being pruned; the layers are: "
-                f"{', '.join(layers)}"
-            )
-    out = {}
-    for name, module in layers.items():
-        hit = next((s for sel, s in layer_sparsity.items() if matches(sel, name, module)), None)
-        out[name] = default if hit is None else hit
-    return out
+    return per_layer(layers, layer_sparsity, dict.fromkeys(layers, default), "layer_sparsity")
 
 
 class Pruner:

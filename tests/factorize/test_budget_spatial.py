@@ -10,25 +10,9 @@ from prunekit.factorize.budget import LayerCost, allocate
 from prunekit.factorize.layers import low_rank_like, matrix
 from prunekit.factorize.svd import choose_rank
 from prunekit.measure import count_macs, count_params
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _same(model, state):
-    now = model.state_dict()
-    return now.keys() == state.keys() and all(torch.equal(now[k], state[k]) for k in state)
-
-
-@torch.no_grad()
-def _accuracy(model, loader):
-    model.eval()
-    right = total = 0
-    for x, y in loader:
-        right += int((model(x).argmax(1) == y).sum())
-        total += y.numel()
-    return right / total
+from tests.factorize.helpers import accuracy as _accuracy
+from tests.factorize.helpers import same as _same
+from tests.factorize.helpers import state as _state
 
 
 def _example(digits):

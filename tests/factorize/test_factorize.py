@@ -23,29 +23,13 @@ from prunekit.factorize import api as factorize_api
 from prunekit.factorize.layers import low_rank_like
 from prunekit.surgery import swaps
 from tests import zoo
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _same(model, state):
-    now = model.state_dict()
-    return now.keys() == state.keys() and all(torch.equal(now[k], state[k]) for k in state)
+from tests.factorize.helpers import accuracy as _accuracy
+from tests.factorize.helpers import same as _same
+from tests.factorize.helpers import state as _state
 
 
 def _classes(model):
     return {n: type(m) for n, m in model.named_modules()}
-
-
-@torch.no_grad()
-def _accuracy(model, loader):
-    model.eval()
-    right = total = 0
-    for x, y in loader:
-        right += int((model(x).argmax(1) == y).sum())
-        total += y.numel()
-    return right / total
 
 
 @torch.no_grad()

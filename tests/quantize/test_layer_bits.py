@@ -67,7 +67,7 @@ def test_bits_outside_the_format_name_field_value_and_fix(cls, bits):
 def test_a_selector_matching_no_layer_is_an_error_and_changes_nothing():
     model = _mlp()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(PrunekitError, match=r"layer_bits: 're:\^head' matches none"):
+    with pytest.raises(PrunekitError, match=r"layer_bits: 're:\^head' matches no layer"):
         pk.quantize_(model, pk.RTNConfig(layer_bits={"re:^head": 3}))
     assert isinstance(model.fc1, torch.nn.Linear)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

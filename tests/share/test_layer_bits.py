@@ -69,7 +69,7 @@ def test_a_bad_regex_is_refused_by_the_config():
 def test_a_selector_matching_no_layer_is_an_error_and_changes_nothing():
     model = _lenet5()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(PrunekitError, match="layer_bits: 'fc9' matches none"):
+    with pytest.raises(PrunekitError, match="layer_bits: 'fc9' matches no layer"):
         pk.share_weights_(model, pk.KMeansConfig(layer_bits={"fc9": 3}))
     assert all(isinstance(m, nn.Linear | nn.Conv2d) for m in (model.fc1, model.conv1))
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
