@@ -126,8 +126,11 @@ def _map_ray(
                 try:
                     results[pending.pop(ref)] = ray.get(ref)
                 except ray.exceptions.RayTaskError as e:
-                    for other in pending:
-                        ray.cancel(other)
+                    # The other trials in flight are not cancelled: ray.cancel racing a task
+                    # that is just completing aborts the driver (Ray 2.60, task_manager.cc
+                    # "Tried to complete task that was not pending"), killing the caller's
+                    # process with no Python traceback. They finish and are dropped; a Ray
+                    # instance started here is shut down below, which stops them anyway.
                     raise e.as_instanceof_cause() from None
                 bar.update(1)
             submit()
