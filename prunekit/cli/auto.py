@@ -39,7 +39,24 @@ from prunekit.measure import compare
 EVAL_BATCH = 512
 
 
+# Options that only one of the two modes reads: given to the other, they would be ignored.
+_SEARCH_ONLY = ("max_drop", "objective", "trials", "trial_epochs", "parallel", "backend")
+_BITS_ONLY = ("bits_method", "bits_range")
+
+
+def _refuse_unused(ctx: typer.Context, bits_mode: bool) -> None:
+    unused = _SEARCH_ONLY if bits_mode else _BITS_ONLY
+    # By name: typer ships its own copy of click, whose ParameterSource is not click's.
+    given = [n for n in unused if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        fix = "leave them out" if bits_mode else "add --size-budget, or leave them out"
+        mode = "with" if bits_mode else "without"
+        raise PrunekitError(f"{flags} have no effect {mode} --size-budget; {fix}")
+
+
 def auto(
+    ctx: typer.Context,
     model: str = typer.Option(
         ..., help="Model SPEC: builtin:NAME, hf:PATH, py:FILE.py:FUNCTION, or a saved directory."
     ),
@@ -81,6 +98,7 @@ def auto(
     --size-budget: the bits per layer that fit the size at the least measured accuracy cost."""
     from prunekit.specs import load_model
 
+    _refuse_unused(ctx, bits_mode=size_budget is not None)
     config = AutoConfig(
         max_drop=max_drop, objective=objective, trials=trials, trial_epochs=trial_epochs,
         final_epochs=final_epochs, parallel=parallel, seed=seed,

@@ -122,7 +122,10 @@ def test_cli_size_budget_writes_a_model_within_it_and_its_recipe(tmp_path, digit
     ("args", "match"),
     [(["--size-budget", "small"], "--size-budget must be bytes"),
      (["--size-budget", "10x", "--bits-range", "2-8"], "--bits-range must be LOW:HIGH"),
-     (["--size-budget", "10x", "--bits-method", "int4"], "--bits-method must be one of")],
+     (["--size-budget", "10x", "--bits-method", "int4"], "--bits-method must be one of"),
+     (["--size-budget", "10x", "--trials", "5", "--max-drop", "0.5"],
+      "--max-drop, --trials have no effect with --size-budget; leave them out"),
+     (["--bits-range", "2:4"], "--bits-range have no effect without --size-budget")],
 )  # fmt: skip
 def test_cli_bad_budget_options_exit_2_with_one_line(tmp_path, capsys, args, match):
     code = main(["auto", "--model", "builtin:lenet300", "--out", str(tmp_path / "o"), *args])
