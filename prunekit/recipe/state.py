@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit.atomic import write_bytes
 from prunekit.errors import quote
 from prunekit.recipe.steps import RecipeError
 
@@ -55,28 +55,11 @@ def weights_digest(model: nn.Module) -> str:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON so that ``path`` holds either the old or the new text, whole."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, text.encode())
 
 
 class RunState:
@@ -157,7 +140,7 @@ class RunState:
 
     def _drop_temporary_files(self) -> None:
         # What write_json_atomic/write_text_atomic leave when the process is killed mid-write.
-        for leftover in self.out.glob(".*.tmp"):
+        for leftover in self.out.glob(".*.partial-*"):
             if leftover.is_file():
                 leftover.unlink()
 

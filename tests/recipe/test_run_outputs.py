@@ -1,6 +1,7 @@
 """A run's final files describe one model, and what a killed run leaves is cleaned on resume."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -47,7 +48,7 @@ def test_a_report_never_stays_beside_a_model_it_does_not_describe(loaders, tmp_p
 def test_resume_removes_what_a_killed_write_left(loaders, tmp_path):
     recipe, model, out = Recipe.from_yaml(RECIPE), _mlp(), tmp_path / "run"
     run_recipe(recipe, model, *loaders(), out=out, evaluation=QUICK)
-    leftovers = [out / ".state.json.k2j3.tmp", out / ".report.json.x9z.tmp"]
+    leftovers = [out / ".state.json.partial-k2j3", out / ".report.json.partial-x9z"]
     for path in leftovers:
         path.write_text("{")
     (out / "steps" / ".02-measure.partial-ab12").mkdir()
@@ -55,3 +56,7 @@ def test_resume_removes_what_a_killed_write_left(loaders, tmp_path):
     assert not any(p.exists() for p in leftovers)
     assert sorted(p.name for p in (out / "steps").iterdir()) == ["01-prune", "02-measure"]
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    # Written like any file open() makes (mkstemp's 0600 would hide them from a shared group).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "state.json").stat().st_mode & 0o777 == 0o666 & ~umask
