@@ -16,9 +16,11 @@ from bench import (
     finetune_defaults,
     fuzz,
     int8_repairs,
+    llm_memory,
     lowrank,
     minilm_structured,
     oneshot,
+    oneshot_recover,
     onnx,
     quantize,
     recipes,
@@ -36,6 +38,8 @@ if __name__ == "__main__":
     lowrank.main([])
     minilm_structured.main([])
     oneshot.main([])
+    oneshot_recover.main([])
+    llm_memory.main([])
     deep_compression.main([])
     quantize.main([])
     int8_repairs.main([])

@@ -26,7 +26,15 @@ from prunekit.auto import (
     search_bits,
 )
 from prunekit.config import BaseConfig, PruneConfig
-from prunekit.distill import DepthReport, DistillConfig, DistillReport, distill_, shrink_depth_
+from prunekit.distill import (
+    DepthReport,
+    DistillConfig,
+    DistillReport,
+    RecoverReport,
+    distill_,
+    recover_,
+    shrink_depth_,
+)
 from prunekit.errors import DataNotFoundError, PrunekitError
 from prunekit.export import ExecuTorchReport, ExportReport, export_executorch, export_onnx
 from prunekit.factorize import FactorizeReport, LowRankConfig, factorize_
@@ -48,6 +56,7 @@ from prunekit.prune import (
     WandaConfig,
     prune_,
 )
+from prunekit.prune.folder import prune_folder
 from prunekit.prune.structured import StructuredReport
 from prunekit.quantize import (
     GPTQConfig,
@@ -114,6 +123,7 @@ __all__ = [
     "RecipeError",
     "RecipeReport",
     "ReconstructionConfig",
+    "RecoverReport",
     "Report",
     "RuntimeReport",
     "RuntimeResult",
@@ -147,7 +157,9 @@ __all__ = [
     "plot_sensitivity",
     "prepare_qat_",
     "prune_",
+    "prune_folder",
     "quantize_",
+    "recover_",
     "run_recipe",
     "save",
     "search_bits",

@@ -8,7 +8,7 @@ and never steps an optimizer: afterwards the model is bit-identical to before.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -184,6 +184,8 @@ class input_hooks:
         self.handles.clear()
 
 
+ROWS_AT_ONCE = 256
+
 # One calibration forward: the real-token mask of its batch ([B, T], None without padding) and
 # a function running it.
 Run = tuple[torch.Tensor | None, Callable[[], object]]
@@ -223,14 +225,41 @@ def collect_input_rows(
         rows = input_rows(layers[name], x)
         mask = current[0]
         if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-            rows = rows[mask.reshape(-1)]
-        on_rows(name, rows)
+            rows = rows[mask.reshape(-1).to(rows.device)]
+        # Statistics upcast their rows (to float64): in slices, that copy stays small however
+        # many tokens a batch holds.
+        for part in rows.split(ROWS_AT_ONCE):
+            on_rows(name, part)
 
     with input_hooks(layers, observe):
         for mask, forward in runs:
             current[0] = mask
             forward()
     return seen
+
+
+def shared_inputs(layers: dict[str, nn.Module], run: Run) -> dict[str, str]:
+    """Layers that read the very same input tensor in the forward pass ``run`` (a transformer's
+    query/key/value projections, an MLP's gate and up projections), as ``{follower: leader}``
+    with the first such layer as leader: their input statistics are equal, so one copy serves
+    them all (for SparseGPT one [K, K] Hessian instead of three)."""
+    inputs: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, x: torch.Tensor) -> None:
+        inputs.setdefault(name, x)  # held to the end, so no other tensor reuses its memory
+
+    with input_hooks(layers, keep):
+        run[1]()
+    leaders: dict[tuple[Any, ...], str] = {}
+    shared = {}
+    for name, x in inputs.items():
+        m = layers[name]
+        key = (type(m), x.untyped_storage().data_ptr(), x.storage_offset(), x.shape, x.stride())
+        if key in leaders:
+            shared[name] = leaders[key]
+        else:
+            leaders[key] = name
+    return shared
 
 
 def _detach(obj: Any) -> Any:
@@ -252,16 +281,83 @@ def hessian_inverse_factor(h: torch.Tensor, dampening: float, method: str) -> to
     h = h.clone()
     h.diagonal().add_(dampening * torch.mean(torch.diag(h)))
     chol, info = torch.linalg.cholesky_ex(h)
+    # Each [K, K] intermediate is freed as soon as the next exists: for an MLP's down projection
+    # of a 1B model (K = 5632) each is 127 MB, and this is the peak of a block's working set.
+    del h
     if int(info) != 0:
         raise PrunekitError(
             f"{method}: the layer's Hessian is not positive definite even with dampening="
             f"{dampening}; raise dampening (e.g. 0.1) or give more calibration samples"
         )
     # A huge dampening (1e300, inf) leaves an inverse too small to factor again.
-    factor, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(chol), upper=True)
+    inverse = torch.cholesky_inverse(chol)
+    del chol
+    factor, info = torch.linalg.cholesky_ex(inverse, upper=True)
     if int(info) != 0:
         raise PrunekitError(
             f"{method}: dampening={dampening} leaves no usable inverse Hessian; use a "
             f"dampening of about 0.01 (0.001 to 1)"
         )
     return factor
+
+
+def check_device(device: str | None) -> str | None:
+    """``device`` as a config takes it: None, ``auto`` or a torch device string."""
+    if device is None or device == "auto":
+        return device
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:1'"
+        ) from None
+    return device
+
+
+def resolve_device(device: str | None) -> torch.device | None:
+    """The device a config's ``device`` names: None (where the model is) when unset or when
+    ``auto`` finds no GPU; an error when it names a GPU that is not there."""
+    if device is None:
+        return None
+    if device == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else None
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise PrunekitError(
+            f"device={device!r}: this torch has no usable CUDA device "
+            f"(torch.cuda.is_available() is False); use device='auto' (the GPU when there is "
+            f"one) or leave device unset"
+        )
+    return resolved
+
+
+def move_call(call: Call, device: torch.device) -> Call:
+    """``call`` with every tensor in it on ``device``."""
+    return Call(_to(call.args, device), _to(call.kwargs, device), call.tokens)
+
+
+def _to(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(_to(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [_to(o, device) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+@contextlib.contextmanager
+def on_device(module: nn.Module, device: torch.device | None) -> Iterator[None]:
+    """Within the block ``module`` lives on ``device`` (None: where it is); afterwards it is
+    back where it was, also when the block raises (before any rollback writes into it)."""
+    home = next(module.parameters()).device
+    if device is None or device == home:
+        yield
+        return
+    module.to(device)
+    try:
+        yield
+    finally:
+        module.to(home)

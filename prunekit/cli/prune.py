@@ -80,6 +80,13 @@ def prune(
         help="Structured: after removing channels, refit each layer that read them by least "
         "squares on calibration batches of the data, so its outputs match the unpruned model's.",
     ),
+    prune_hidden: bool = typer.Option(
+        False,
+        "--prune-hidden",
+        help="Structured (channel): also narrow the hidden width under LayerNorm/RMSNorm (a "
+        "transformer's residual stream, ConvNeXt stage widths), ranked by activations; not "
+        "output-equivalent: the report gives the output difference.",
+    ),
     dry_run: bool = typer.Option(
         False,
         "--dry-run",
@@ -100,6 +107,15 @@ def prune(
         help="The original model teaches while fine-tuning: soft targets at temperature 4, "
         "half the loss (knowledge distillation).",
     ),
+    recover: str | None = typer.Option(
+        None,
+        "--recover",
+        help="After pruning, recover without labels: 'distill' (the original model teaches on "
+        "the data's training text, hidden states included; zeros stay zero). Text models only.",
+    ),
+    recover_minutes: float = typer.Option(
+        10.0, help="Wall-clock budget of --recover, in minutes (steps are planned to fit)."
+    ),
     batch_size: int = typer.Option(128, help="Batch size for calibration and fine-tuning."),
     target: list[str] | None = typer.Option(None, "--target", help="Layers to prune (repeatable)."),
     ignore: list[str] | None = typer.Option(
@@ -116,6 +132,13 @@ def prune(
     ),
     seed: int = typer.Option(0, help="Seed for data order and random choices."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
+    low_memory: bool = typer.Option(
+        False,
+        "--low-memory",
+        help="wanda/sparsegpt on an hf:PATH folder larger than memory: read and prune one block "
+        "at a time, write the pruned folder to OUT/model (calibrates on --data text:FILE; no "
+        "before/after evaluation).",
+    ),
 ) -> None:
     """Prune a model (and fine-tune it with the masks kept); print the before/after table.
 
@@ -131,6 +154,7 @@ def prune(
         "round_to": round_to,
         "min_channels": min_channels,
         "reconstruct": reconstruct or None,  # unset keeps the method's default
+        "prune_hidden": prune_hidden or None,
         "num_samples": num_samples,
         "targets": list(target) if target else None,
         "ignore": list(ignore) if ignore else None,
@@ -138,6 +162,14 @@ def prune(
     fields.update({k: v for k, v in given.items() if v is not None})
     fields.update(parse_options(option or []))
     config = info.config(**fields)
+    if low_memory:
+        from prunekit.cli.low_memory import prune_low_memory
+
+        require(out is not None, "--out", out, "a directory for the pruned folder")
+        assert out is not None
+        check_out_dir(out)
+        prune_low_memory(model, config, data, seq_len, out, json_out)
+        return
     require(schedule in SCHEDULES, "--schedule", schedule, f"one of {', '.join(SCHEDULES)}")
     plan = make_schedule(schedule)
     require(finetune_epochs >= 0, "--finetune-epochs", finetune_epochs, "≥ 0 (0: no fine-tuning)")
@@ -147,6 +179,7 @@ def prune(
     _check_structured_options(config, dry_run, out, finetune_epochs, schedule)
     if distill and finetune_epochs == 0:
         raise PrunekitError("--distill teaches while fine-tuning; add --finetune-epochs N (≥ 1)")
+    _check_recover(recover, recover_minutes, finetune_epochs)
     check_data_spec(data)
     if out is not None and not dry_run:
         check_out_dir(out)
@@ -154,6 +187,12 @@ def prune(
     splits = resolve_data(data, source, needed=True, model=net, seq_len=seq_len)
     check_data_fits(net, splits)
     text = is_text(splits)
+    if recover and not text:
+        raise PrunekitError(
+            f"--recover {recover} distills on text, and the data {splits.name!r} is not text; "
+            "use a language or sentence model with text data (--data text:FILE), or "
+            "--finetune-epochs N --distill"
+        )
     train, test = loaders(splits, 8 if text else batch_size, seed)
     if dry_run:
         _dry_run(net, config, train, model, splits.name, json_out)
@@ -176,6 +215,13 @@ def prune(
         net, dense, config, info.name, train, None if text else test, plan, training, distill,
         report,
     )  # fmt: skip
+    if recover:
+        from prunekit.distill.recover import recover_
+
+        with console.status(f"recovering by distillation ({recover_minutes:g} min)…"):
+            report["recover"] = recover_(
+                net, dense, train, minutes=recover_minutes, progress=False
+            ).to_dict()
     report["seconds"] = time.perf_counter() - start
     with console.status("measuring before/after (accuracy, bytes, MACs, latency)…"):
         metrics = text_metrics(splits, dense, retrieval_queries=_queries(source)) if text else None
@@ -245,6 +291,17 @@ def _compress(
         if distill:
             report["finetune"]["teacher"] = "the original model (temperature 4, alpha 0.5)"
     return plan_table
+
+
+def _check_recover(recover: str | None, minutes: float, finetune_epochs: int) -> None:
+    if recover is None:
+        return
+    require(recover == "distill", "--recover", recover, "'distill'")
+    require(minutes > 0, "--recover-minutes", minutes, "> 0")
+    if finetune_epochs > 0:
+        raise PrunekitError(
+            "--recover distill and --finetune-epochs both train after pruning; use one"
+        )
 
 
 def _check_structured_options(

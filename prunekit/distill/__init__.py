@@ -8,6 +8,7 @@ structure. Importing this package registers the ``kd`` method (kind ``distill``)
 from prunekit.distill.api import DistillReport, distill_
 from prunekit.distill.config import DistillConfig
 from prunekit.distill.depth import DepthReport, shrink_depth_
+from prunekit.distill.recover import RecoverReport, recover_
 from prunekit.distill.step import Distiller
 from prunekit.registry import register
 
@@ -26,6 +27,8 @@ __all__ = [
     "DistillConfig",
     "DistillReport",
     "Distiller",
+    "RecoverReport",
     "distill_",
+    "recover_",
     "shrink_depth_",
 ]

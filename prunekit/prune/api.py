@@ -64,6 +64,7 @@ def prune_(
         report = _prune(model, config, data, example_inputs, loss_fn, dry_run=True)
     finally:
         tx.rollback()
+        tx.close()
         for p, g in grads:
             p.grad = g
     report.applied = False

@@ -24,15 +24,21 @@ from prunekit.calibrate import (
     collect_input_rows,
     find_blocks,
     input_hooks,
+    move_call,
     next_call,
+    on_device,
+    resolve_device,
     run_block,
     runs_on_block,
     runs_on_model,
+    shared_inputs,
 )
-from prunekit.data.batches import take_samples
+from prunekit.data.batches import take_samples, trim_padding
 from prunekit.errors import PrunekitError
 from prunekit.layout import as_matrix, from_matrix
+from prunekit.memory import release_freed
 from prunekit.prune.allocation import exact_counts, outlier_ratio, owl_sparsities
+from prunekit.prune.budget import check_calibrated_fits
 from prunekit.prune.methods.base import CalibrationSolver
 from prunekit.prune.methods.calibrated import CalibratedConfig
 from prunekit.prune.plan import split_count
@@ -103,9 +109,24 @@ def _calibrate(
     solver: CalibrationSolver, layers: dict[str, nn.Module], runs: Iterable[Run]
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Statistics of each layer's inputs over the forward passes in ``runs`` (padding left
-    out)."""
-    stats = {n: solver.new_stats(as_matrix(m, m.weight).shape[1]) for n, m in layers.items()}
-    seen = collect_input_rows(layers, runs, lambda name, rows: solver.accumulate(stats[name], rows))
+    out). Layers reading the same input share one statistics object (read-only)."""
+    runs = list(runs)
+    shared = shared_inputs(layers, runs[0]) if runs else {}
+    leaders = {n: m for n, m in layers.items() if n not in shared}
+    # Statistics live where the layer runs (the GPU when its block was moved there).
+    stats = {
+        n: {
+            k: v.to(m.weight.device)
+            for k, v in solver.new_stats(as_matrix(m, m.weight).shape[1]).items()
+        }
+        for n, m in leaders.items()
+    }
+    seen = collect_input_rows(
+        leaders, runs, lambda name, rows: solver.accumulate(stats[name], rows)
+    )
+    for name, leader in shared.items():
+        stats[name] = stats[leader]
+        seen.add(name)
     missed = [n for n in layers if n not in seen]
     if missed:
         # e.g. nn.MultiheadAttention reads out_proj.weight without calling out_proj: its inputs
@@ -177,11 +198,21 @@ def _solve_group(
     layers: dict[str, nn.Module],
     stats: dict[str, dict[str, torch.Tensor]],
     sparsity: dict[str, float],
+    device: torch.device | None = None,
 ) -> None:
+    """Solve each layer on ``device`` (None: where it is) and write the result back in the
+    layer's own dtype and device: one layer at a time is upcast (the solvers work in float32),
+    never the whole model."""
     for name, module in layers.items():
         matrix = as_matrix(module, module.weight.detach())
-        new = solver.solve(matrix, stats[name], sparsity[name])
-        module.weight.copy_(from_matrix(module, new.to(module.weight.dtype)))
+        if device is not None:
+            matrix = matrix.to(device)
+            stats[name] = {k: v.to(device) for k, v in stats[name].items()}
+        # Each layer's statistics (a [K, K] float64 Hessian for SparseGPT) are dropped once it
+        # is solved, so the block's last layer is solved with the others' memory free.
+        new = solver.solve(matrix, stats.pop(name), sparsity[name])
+        module.weight.copy_(from_matrix(module, new.to(module.weight.device, module.weight.dtype)))
+        del new
 
 
 @torch.no_grad()
@@ -203,7 +234,7 @@ def prune_calibrated_(
         )
     # Read the calibration samples once: every pass (OWL's dense pass, the pruning pass) must see
     # the same ones, and a shuffling DataLoader draws a new order each time it is iterated.
-    data = list(take_samples(data, config.num_samples))
+    data = [trim_padding(b) for b in take_samples(data, config.num_samples)]
     if not data:
         raise PrunekitError("data: got no calibration batches; pass at least one batch")
     solver: CalibrationSolver = info.impl(config)
@@ -214,6 +245,10 @@ def prune_calibrated_(
     if not all_layers:
         raise PrunekitError(f"model has no layer {info.name} can prune (skipped: {list(skipped)})")
     check_nm(all_layers, config.nm)
+    device = resolve_device(config.device)
+    # The estimate is of host memory; on a GPU the working set lives in the GPU's own.
+    if (device or next(model.parameters()).device).type == "cpu":
+        check_calibrated_fits(solver, [g[2] for g in groups], data, info.name)
 
     was_training = model.training
     model.eval()
@@ -232,13 +267,17 @@ def prune_calibrated_(
                 stats = _calibrate(
                     solver, all_layers, runs_on_model(model, data, config.num_samples)
                 )
-                _solve_group(solver, all_layers, stats, sparsity)
+                _solve_group(solver, all_layers, stats, sparsity, device)
             else:
                 calls = capture_block_inputs(model, groups[0][1], data, config.num_samples)
+                if device is not None:
+                    calls = [move_call(c, device) for c in calls]
                 for name, block, layers in groups:
-                    stats = _calibrate(solver, layers, runs_on_block(block, calls))
-                    _solve_group(solver, layers, stats, sparsity)
-                    calls = [next_call(c, run_block(block, c)) for c in calls]
+                    with on_device(block, device):
+                        stats = _calibrate(solver, layers, runs_on_block(block, calls))
+                        _solve_group(solver, layers, stats, sparsity, device)
+                        calls = [next_call(c, run_block(block, c)) for c in calls]
+                    release_freed()
                     log.info("%s: pruned block %s", info.name, name)
     finally:
         model.train(was_training)

@@ -52,7 +52,7 @@ class Hessians:
 
     def observe(self, name: str, rows: torch.Tensor) -> None:
         r = rows.double()
-        self.xtx[name] += r.t() @ r
+        self.xtx[name].addmm_(r.t(), r)  # in place: no [K, K] temporary
         self.rows[name] += r.shape[0]
 
     def collect(self, runs: Iterable[Run]) -> None:
@@ -60,7 +60,8 @@ class Hessians:
 
     def hessian(self, name: str) -> torch.Tensor:
         """H = 2XᵀX/N, float32 ``[K, K]``."""
-        return (2.0 * self.xtx[name] / max(self.rows[name], 1)).float()
+        # Cast first, then scale in place: no float64 temporary of [K, K].
+        return self.xtx[name].float().mul_(2.0 / max(self.rows[name], 1))
 
 
 def _blocks(
@@ -112,6 +113,7 @@ def _solve(
             config.dampening,
         )
         new[name] = WeightOnlyLinear.from_codes(layer, codes, grid, config.symmetric)
+        del hessians.xtx[name]  # one [K, K] float64 fewer for the rest of the block
     return new
 
 

@@ -8,12 +8,17 @@ and the *values* of the tensors the block declares it changes in place
 (:meth:`Transaction.protect`, or ``values=True`` for all of them). Values are copied only on
 request because a copy of every weight doubles a large model's memory; an edit that rebuilds
 tensors (structured pruning, swaps, loading) never writes into the old ones and needs none.
+Copies beyond ``memory_limit`` bytes (4 MiB by default) go to an unlinked temporary file
+instead of memory: a language model whose every block is rewritten (SparseGPT, Wanda) would
+otherwise hold a second copy of most of its weights for the whole call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,13 +27,15 @@ from torch import nn
 __all__ = ["Transaction", "transaction"]
 
 _CONTAINERS = ("_parameters", "_buffers", "_modules")
+MEMORY_LIMIT = 4 << 20
 
 
 class Transaction:
     """The state of ``model`` when it was opened; :meth:`rollback` restores it."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, memory_limit: int = MEMORY_LIMIT) -> None:
         self.model = model
+        self.memory_limit = memory_limit
         self._modules = list(model.modules())
         self._containers = [
             (container, dict(container))
@@ -46,13 +53,43 @@ class Transaction:
             for v in attrs.values()
             if isinstance(v, list | dict)
         ]
-        self._values: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._values: dict[int, tuple[torch.Tensor, torch.Tensor | _Spilled]] = {}
+        self._in_memory = 0
+        self._file: Any = None
 
     def protect(self, tensors: Iterable[torch.Tensor]) -> None:
-        """Copy the values of ``tensors`` (once each) before the block writes into them."""
+        """Copy the values of ``tensors`` (once each) before the block writes into them: in
+        memory up to ``memory_limit`` bytes in all, to a temporary file beyond it."""
         for t in tensors:
-            if id(t) not in self._values:
+            if id(t) in self._values:
+                continue
+            nbytes = t.numel() * t.element_size()
+            if self._in_memory + nbytes <= self.memory_limit:
+                self._in_memory += nbytes
                 self._values[id(t)] = (t, t.detach().clone())
+            else:
+                self._values[id(t)] = (t, self._spill(t))
+
+    def _spill(self, t: torch.Tensor) -> _Spilled:
+        if self._file is None:
+            # Closed by close(): the file lives as long as the transaction.
+            self._file = tempfile.TemporaryFile(prefix="prunekit-undo-")  # noqa: SIM115
+        offset = self._file.seek(0, 2)
+        raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        self._file.write(raw.numpy().data)
+        return _Spilled(offset, raw.numel(), t.dtype, tuple(t.shape))
+
+    def _read(self, s: _Spilled) -> torch.Tensor:
+        self._file.seek(s.offset)
+        raw = torch.frombuffer(bytearray(self._file.read(s.nbytes)), dtype=torch.uint8)
+        return raw.view(s.dtype).reshape(s.shape)
+
+    def close(self) -> None:
+        """Drop the copies (the temporary file is deleted); rollback is no longer possible."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._values.clear()
 
     def protect_all(self) -> None:
         """Copy every parameter and buffer (for an edit that trains or rewrites them all)."""
@@ -73,26 +110,41 @@ class Transaction:
                 obj.extend(contents)
             else:
                 obj.update(contents)
-        for tensor, value in self._values.values():
+        for tensor, saved in self._values.values():
+            value = self._read(saved) if isinstance(saved, _Spilled) else saved
             if tensor.shape != value.shape:  # resized in place (resize_/set_)
                 tensor.set_(value.clone())
             else:
                 tensor.copy_(value)
 
 
+@dataclass(frozen=True)
+class _Spilled:
+    """Where one tensor's bytes lie in the transaction's temporary file."""
+
+    offset: int
+    nbytes: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
 @contextlib.contextmanager
-def transaction(model: nn.Module, *, values: bool = False) -> Iterator[Transaction]:
+def transaction(
+    model: nn.Module, *, values: bool = False, memory_limit: int = MEMORY_LIMIT
+) -> Iterator[Transaction]:
     """Undo everything the block did to ``model`` if it raises (see the module docstring).
     ``values=True`` copies every tensor first; else call ``tx.protect(...)`` on the tensors
     written in place."""
-    tx = Transaction(model)
-    if values:
-        tx.protect_all()
+    tx = Transaction(model, memory_limit=memory_limit)
     try:
+        if values:
+            tx.protect_all()
         yield tx
     except BaseException:
         tx.rollback()
         raise
+    finally:
+        tx.close()
 
 
 def _own_tensors(module: nn.Module) -> Iterator[Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from prunekit.config import UNSTRUCTURED, PruneConfig
 
@@ -14,6 +14,13 @@ class CalibratedConfig(PruneConfig):
     allocation: ``uniform`` (every block at ``sparsity``) or ``owl`` (blocks whose |W|·‖X‖
         scores hold more outliers are pruned less; the overall count stays exact).
     owl_threshold, owl_lambda: OWL's outlier threshold M and spread λ (Yin et al. 2023).
+    device: where each block's calibration and solve run (``cuda``, ``cuda:1``, ``cpu``, or
+        ``auto``: the GPU when there is one); each block is moved there and back in turn, so the
+        model stays where it is. Unset: where the model is.
+    refine: after the one-shot step, swap pruned and kept weights within each output row (within
+        each group of M for N:M) while the row's reconstruction error drops, at most
+        ``refine_iterations`` swaps per row (DSnoT, Zhang et al. 2023; no training, the sparsity
+        and pattern unchanged). SparseGPT then solves the kept weights again for the new mask.
 
     Transformers are pruned block by block: block i+1 is calibrated on the outputs of the
     already-pruned block i. By default only layers inside the repeated blocks are pruned
@@ -24,11 +31,21 @@ class CalibratedConfig(PruneConfig):
     allocation: Literal["uniform", "owl"] = "uniform"
     owl_threshold: float = Field(5.0, gt=0)
     owl_lambda: float = Field(0.08, ge=0, lt=0.5)
+    device: str | None = None
+    refine: bool = False
+    refine_iterations: int = Field(100, ge=1)
 
     needs_data: ClassVar[bool] = True
     needs_activations: ClassVar[bool] = True
     # They solve each layer's weights row by row from its inputs: nothing to rank whole units.
     patterns: ClassVar[tuple[str, ...]] = (UNSTRUCTURED, "N:M")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str | None) -> str | None:
+        from prunekit.calibrate import check_device
+
+        return check_device(v)
 
     @model_validator(mode="after")
     def _layerwise(self) -> CalibratedConfig:

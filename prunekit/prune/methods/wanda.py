@@ -13,6 +13,7 @@ from prunekit.config import NM
 from prunekit.prune.methods.base import CalibrationSolver
 from prunekit.prune.methods.calibrated import CalibratedConfig
 from prunekit.prune.plan import nm_mask, row_masks, unstructured_mask
+from prunekit.prune.refine import refine_mask
 from prunekit.registry import register
 
 
@@ -42,10 +43,18 @@ def wanda_mask(
 
 class WandaSolver(CalibrationSolver):
     def new_stats(self, k: int) -> dict[str, torch.Tensor]:
-        return {"sq": torch.zeros(k, dtype=torch.float64)}
+        stats = {"sq": torch.zeros(k, dtype=torch.float64)}
+        if self.config.refine:  # the refinement's error model: the inputs' second moment
+            stats["xtx"] = torch.zeros(k, k, dtype=torch.float64)
+            stats["n"] = torch.zeros((), dtype=torch.long)
+        return stats
 
     def accumulate(self, stats: dict[str, torch.Tensor], rows: torch.Tensor) -> None:
-        stats["sq"] += rows.double().pow(2).sum(dim=0)
+        r = rows.double()
+        stats["sq"] += r.pow(2).sum(dim=0)
+        if "xtx" in stats:
+            stats["xtx"].addmm_(r.t(), r)
+            stats["n"] += r.shape[0]
 
     def scores(self, w: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         return wanda_scores(w.float(), stats["sq"].float())
@@ -53,9 +62,12 @@ class WandaSolver(CalibrationSolver):
     def solve(
         self, w: torch.Tensor, stats: dict[str, torch.Tensor], sparsity: float
     ) -> torch.Tensor:
-        keep = wanda_mask(
-            w.float(), stats["sq"].float(), sparsity, self.config.nm, self.config.comparison
-        )
+        c = self.config
+        keep = wanda_mask(w.float(), stats["sq"].float(), sparsity, c.nm, c.comparison)
+        if c.refine:
+            gram = stats["xtx"] / max(int(stats["n"]), 1)
+            _, keep, _ = refine_mask(w, w.masked_fill(~keep, 0.0), keep, gram, c.nm,
+                                     c.refine_iterations)  # fmt: skip
         return w.masked_fill(~keep, 0.0)
 
 
