@@ -121,6 +121,13 @@ class PruneConfig(BaseConfig):
         channels went, front to back, so that its output on calibration ``data`` matches the
         unpruned model's at that layer (ThiNet / He et al. 2017). Needs ``data``.
     reconstruct_samples: calibration samples read per refit layer.
+    prune_hidden: (``pattern="channel"``) also narrow the channels under LayerNorm/RMSNorm: a
+        transformer's residual stream (embeddings, every block's input/output projections, the
+        norms, a tied LM head, the classifier's inputs) and each ConvNeXt stage's width, as one
+        group each, ranked by the norms' output activations on ``data`` (or the example input).
+        Not output-equivalent (the norms' statistics change): the report gives the output
+        difference instead of a verified match; a Hugging Face config is rewritten to the new
+        widths.
     """
 
     sparsity: float | None = None
@@ -137,6 +144,7 @@ class PruneConfig(BaseConfig):
     verify: bool = True
     reconstruct: bool = False
     reconstruct_samples: int = Field(256, ge=1)
+    prune_hidden: bool = False
 
     needs_data: ClassVar[bool] = False
     needs_training: ClassVar[bool] = False
@@ -189,6 +197,12 @@ class PruneConfig(BaseConfig):
                         f"{name} applies to structured pruning only; set pattern='channel' or "
                         f"'head', or leave {name} unset (pattern is {self.pattern!r})"
                     )
+        if self.prune_hidden and (self.pattern != "channel" or self.reconstruct):
+            raise ValueError(
+                f"prune_hidden=True needs pattern='channel' and reconstruct=False (the refit "
+                f"matches layer outputs of the unpruned width); got pattern={self.pattern!r}, "
+                f"reconstruct={self.reconstruct}"
+            )
         if self.latency_reduction is not None:
             both = {
                 "sparsity": self.sparsity is not None,

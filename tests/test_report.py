@@ -10,7 +10,7 @@ from torch import nn
 
 import prunekit as pk
 from prunekit.recipe.runner import Evaluation
-from tests import zoo
+from tests import hf_zoo, zoo
 
 COMMON = {"method", "config", "seconds", "skipped"}
 
@@ -24,9 +24,10 @@ SHAPES = {
         "sparsity", "zeros",
     ],
     "StructuredReport": [
-        "applied", "blocked", "config", "groups", "latency_batch", "latency_ms", "latency_tried",
-        "macs_after", "macs_before", "macs_reduction", "max_diff", "method", "params_after",
-        "params_before", "params_removed", "plan", "refits", "seconds", "skipped", "speedup",
+        "applied", "blocked", "config", "groups", "hidden_width", "latency_batch", "latency_ms",
+        "latency_tried", "macs_after", "macs_before", "macs_reduction", "max_diff", "method",
+        "params_after", "params_before", "params_removed", "plan", "refits", "seconds", "skipped",
+        "speedup",
     ],
     "QuantizeReport": [
         "bytes_after", "bytes_before", "config", "layers", "method", "seconds", "skipped",
@@ -47,6 +48,11 @@ SHAPES = {
     "DistillReport": [
         "config", "epochs", "history", "method", "pairs", "projections", "prune", "pruning",
         "seconds", "skipped", "steps", "stopped_early",
+    ],
+    "RecoverReport": [
+        "budget_s", "config", "epochs", "history", "method", "pairs", "planned_steps",
+        "projections", "prune", "pruning", "seconds", "skipped", "step_s", "steps",
+        "stopped_early",
     ],
     "DepthReport": [
         "blocks", "config", "kept", "method", "num_layers_after", "num_layers_before",
@@ -139,6 +145,10 @@ def reports(tmp_path_factory) -> dict[str, pk.Report]:
     train, test = _digits()
     recipe = pk.Recipe.from_yaml("steps:\n  - prune: {method: magnitude, sparsity: 0.5}")
     quick = Evaluation(batch_sizes=(1,), min_run_time=0.01, step_latency=False)
+    bert = hf_zoo.bert()
+    text = [{"input_ids": torch.randint(0, 64, (4, 8), generator=torch.Generator().manual_seed(0))}]
+    out["RecoverReport"] = pk.recover_(copy.deepcopy(bert), bert, text, minutes=0.005,
+                                       progress=False)  # fmt: skip
     out["RecipeReport"] = pk.run_recipe(
         recipe, _mlp(), train, test, out=tmp / "run", evaluation=quick, progress=False
     )

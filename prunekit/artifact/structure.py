@@ -15,6 +15,7 @@ model, i.e. whether ``from_pretrained`` opens the folder without prunekit.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,21 @@ from prunekit.surgery.shrink import (
 from prunekit.surgery.swaps import replay_swaps_, swap_record
 
 # Config keys holding the FFN width, by model family (GPT-2 ``n_inner``, OPT ``ffn_dim``, T5
-# ``d_ff``, DistilBERT ``hidden_dim``, Whisper ``encoder_ffn_dim``).
+# ``d_ff``, DistilBERT ``hidden_dim``, Whisper ``encoder_ffn_dim``), and other inner widths that
+# channel pruning narrows (Whisper's classifier projection, SegFormer's decode head).
 FFN_KEYS = ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim", "encoder_ffn_dim",
-            "decoder_ffn_dim")  # fmt: skip
+            "decoder_ffn_dim", "classifier_proj_size", "decoder_hidden_size")  # fmt: skip
 HEADS, KV_HEADS = "num_attention_heads", "num_key_value_heads"
+# Config keys holding the hidden (residual-stream) width, and the head counts that derive the
+# head size from it where the config does not fix head_dim.
+HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "word_embed_proj_dim",
+               "embedding_size", "hidden_sizes")  # fmt: skip
+HEAD_KEYS = (HEADS, "n_head", "n_heads", "num_heads", "encoder_attention_heads", KV_HEADS)
+HEAD_SIZE_ATTRS = ("head_dim", "head_size", "attention_head_size", "dim_per_head")
+# Module attributes holding a query or key/value head count (what head pruning records).
+HEAD_ATTRS = {"num_heads": HEADS, "num_attention_heads": HEADS, "n_head": HEADS,
+              "n_heads": HEADS, "num_key_value_heads": KV_HEADS, "num_kv_heads": KV_HEADS,
+              "n_kv_heads": KV_HEADS}  # fmt: skip
 
 Layout = tuple[dict[str, tuple[int, ...]], dict[tuple[str, str], Any]]
 
@@ -270,23 +282,51 @@ def hf_config_updates(model: nn.Module) -> tuple[dict[str, Any], bool]:
     # Attributes the forward never reads can be stale after surgery (LlamaMLP.intermediate_size);
     # the recorded ones are those that matter, with every shape.
     recorded = {(e["module"], e["attr"]) for e in structure_record(model)}
+    # The head size too: a config can rebuild every shape with the heads cut differently (4
+    # heads of 4 where the model has 2 of 8).
+    recorded |= {
+        (name, attr)
+        for name, m in model.named_modules()
+        for attr in HEAD_SIZE_ATTRS
+        if isinstance(getattr(m, attr, None), int)
+    }
     target = _layout(model, recorded)
     config = copy.deepcopy(model.config)  # type: ignore[attr-defined]
     current = _built_layout(type(model), config, recorded)
     if current is None:
         return {}, False
+    # First the edits that rebuild the model exactly, together: one tensor can change in several
+    # dimensions (an attention projection narrows in the hidden width and in the head count).
+    edits = [
+        [{}, *gen(config, current, target)] for gen in (_ffn_edits, _hidden_edits, _head_edits)
+    ]
+    for parts in itertools.product(*edits):
+        edit = {k: v for part in parts for k, v in part.items()}
+        if not edit:
+            continue
+        trial = _edited(config, edit)
+        if trial is not None and _built_layout(type(model), trial, recorded) == target:
+            return edit, True
     updates: dict[str, Any] = {}
-    for candidates in (_ffn_edits, _head_edits):
+    for candidates in (_ffn_edits, _hidden_edits, _head_edits):
         for edit in candidates(config, current, target):
-            trial = copy.deepcopy(config)
-            for key, value in edit.items():
-                setattr(trial, key, value)
-            layout = _built_layout(type(model), trial, recorded)
+            trial = _edited(config, edit)
+            layout = None if trial is None else _built_layout(type(model), trial, recorded)
             if layout is not None and _moves_toward(current, layout, target):
                 config, current = trial, layout
                 updates.update(edit)
                 break
     return updates, current == target
+
+
+def _edited(config: Any, edit: dict[str, Any]) -> Any:
+    trial = copy.deepcopy(config)
+    try:
+        for key, value in edit.items():
+            setattr(trial, key, value)
+    except (AttributeError, TypeError, ValueError):  # a derived, read-only key (Falcon head_dim)
+        return None
+    return trial
 
 
 def _layout(model: nn.Module, attrs: set[tuple[str, str]]) -> Layout:
@@ -331,13 +371,21 @@ def _changed_dims(current: Layout, target: Layout) -> list[tuple[int, int]]:
 
 def _ffn_edits(config: Any, current: Layout, target: Layout) -> Iterator[dict[str, int]]:
     explicit = config.to_dict()
+    options: list[list[dict[str, int]]] = []
     for key in FFN_KEYS:
         if key not in explicit:
             continue
         old = explicit[key]
         sizes = {b for a, b in _changed_dims(current, target) if old is None or a == old}
-        for size in sorted(sizes):
-            yield {key: size}
+        if sizes:
+            options.append([{key: size} for size in sorted(sizes)])
+    # Each key alone first (the greedy search takes them one by one), then together (Whisper's
+    # FFN and classifier projection both narrowed).
+    for one in options:
+        yield from one
+    if len(options) > 1:
+        for parts in itertools.product(*options):
+            yield {k: v for part in parts for k, v in part.items()}
 
 
 def _head_edits(config: Any, current: Layout, target: Layout) -> Iterator[dict[str, int]]:
@@ -358,3 +406,70 @@ def _head_edits(config: Any, current: Layout, target: Layout) -> Iterator[dict[s
             continue
         for k in sorted({kv} | counts(kv)):
             yield {HEADS: q, KV_HEADS: k}
+
+
+def _hidden_edits(config: Any, current: Layout, target: Layout) -> Iterator[dict[str, Any]]:
+    """The hidden-width keys set to the pruned widths, fullest edit first: every such key
+    together (OPT's ``word_embed_proj_dim`` moves with ``hidden_size``), with the head counts
+    the pruned attention layers have (the head size is hidden / heads where the config does not
+    fix it), then with ``head_dim`` set to the unpruned head size (LLaMA-style configs read it)."""
+    explicit = config.to_dict()
+    widths: dict[int, set[int]] = {}
+    for a, b in _changed_dims(current, target):
+        widths.setdefault(a, set()).add(b)
+
+    def narrowed(value: Any) -> list[Any]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return sorted(widths.get(value, ()))
+        ints = isinstance(value, list) and value and all(isinstance(v, int) for v in value)
+        if ints and all(len(widths.get(v, ())) == 1 for v in value):
+            return [[next(iter(widths[v])) for v in value]]
+        return []
+
+    options = {k: narrowed(explicit[k]) for k in HIDDEN_KEYS if k in explicit}
+    keys = [k for k, v in options.items() if v]
+    if not keys:
+        return
+    heads = [{}, *_head_counts(explicit, current, target)]
+    head_dim: list[dict[str, Any]] = [{}]
+    if "head_dim" not in explicit:
+        hidden, count = explicit.get(keys[0]), explicit.get(HEADS, explicit.get("n_head"))
+        if isinstance(hidden, int) and isinstance(count, int) and count > 0:
+            head_dim.append({"head_dim": hidden // count})
+    for size in range(len(keys), 0, -1):
+        for subset in itertools.combinations(keys, size):
+            for values in itertools.product(*(options[k] for k in subset)):
+                for extra in head_dim:
+                    for h in reversed(heads):
+                        yield {**dict(zip(subset, values, strict=True)), **h, **extra}
+
+
+def _head_counts(explicit: dict[str, Any], current: Layout, target: Layout) -> list[dict[str, Any]]:
+    """The config's head counts scaled as head pruning scaled the modules' (one fraction per
+    kind, query or key/value, or nothing)."""
+    fractions: dict[str, set[float]] = {}
+    for (module, attr), value in target[1].items():
+        kind, old = HEAD_ATTRS.get(attr), current[1].get((module, attr))
+        if kind and isinstance(value, int) and isinstance(old, int) and old > 0:
+            fractions.setdefault(kind, set()).add(value / old)
+    if not fractions:
+        # Nothing records a head count (the forward reads it from the shapes): try the ratios
+        # by which widths shrank; the built model's head sizes tell a wrong guess.
+        ratios = {b / a for a, b in _changed_dims(current, target) if a}
+        return [e for r in sorted(ratios) for e in _head_counts_at(explicit, {HEADS: {r}})]
+    return _head_counts_at(explicit, fractions)
+
+
+def _head_counts_at(explicit: dict[str, Any], fractions: dict[str, set[float]]) -> list[dict]:
+    if any(len(f) != 1 for f in fractions.values()):
+        return []
+    edit: dict[str, Any] = {}
+    for key in HEAD_KEYS:
+        value = explicit.get(key)
+        kind = KV_HEADS if key == KV_HEADS and KV_HEADS in fractions else HEADS
+        f = next(iter(fractions.get(kind, {1.0})))
+        if isinstance(value, int) and not isinstance(value, bool):
+            edit[key] = round(value * f)
+        elif isinstance(value, list) and all(isinstance(v, int) for v in value):
+            edit[key] = [round(v * f) for v in value]
+    return [edit] if edit else []

@@ -26,6 +26,14 @@ from prunekit.config import PruneConfig
 from prunekit.data.batches import first_batch, split_batch
 from prunekit.errors import PrunekitError
 from prunekit.prune.structured.graph import DependencyGraph, Group, analyze
+from prunekit.prune.structured.hidden import (
+    activation_scores,
+    config_kept,
+    no_hidden_error,
+    remap,
+    shrink_hidden_,
+    with_unused,
+)
 from prunekit.prune.structured.latency import search_latency
 from prunekit.prune.structured.plan import (
     Limits,
@@ -36,7 +44,7 @@ from prunekit.prune.structured.plan import (
 )
 from prunekit.prune.structured.reconstruct import reconstruct_
 from prunekit.prune.structured.report import GroupRow, StructuredReport
-from prunekit.prune.structured.rules import HEAD
+from prunekit.prune.structured.rules import HEAD, HIDDEN
 from prunekit.prune.structured.trace import run_model, split_inputs
 from prunekit.registry import method_for_config
 from prunekit.surgery.shrink import shrink_
@@ -85,9 +93,17 @@ def prune_structured_(
     check_selectors(config.ignore, "ignore")
     if config.targets is not None:
         check_selectors(config.targets, "targets")
-    graph = analyze(model, example_inputs)
+    graph = analyze(model, example_inputs, hidden=config.prune_hidden)
+    if config.prune_hidden and not any(g.kind == HIDDEN for g in graph.groups):
+        raise no_hidden_error(model, graph)
     candidates, skipped = _candidates(model, graph, config)
-    scores = info.group_scores(model, candidates, config, data, loss_fn)
+    hidden = [g for g in candidates if g.kind == HIDDEN]
+    others = [g for g in candidates if g.kind != HIDDEN]
+    scores = info.group_scores(model, others, config, data, loss_fn) if others else {}
+    if hidden:
+        # The stream's channels are ranked by the signal they carry, whatever the method.
+        calib = data if data is not None else [example_inputs]
+        scores.update(activation_scores(model, hidden, calib))
     for g in list(candidates):
         score = scores.get(g.id)
         # A scorer gives None, or the reason as a string, for a group it cannot rank.
@@ -135,19 +151,38 @@ def prune_structured_(
         report.latency_batch = search.batch
         report.latency_tried = search.tried
         report.latency_ms = _time_shrunk(model, graph, removed, example_inputs, FINAL_RUN_TIME)
-    plan, head_fraction = removal_plan(graph, removed)
-    report.plan = {p: {d: idx.tolist() for d, idx in dims.items()} for p, dims in plan.items()}
-    if not dry_run and plan:
+    kinds = {g.id: g.kind for g in graph.groups}
+    narrowed = {i: m for i, m in removed.items() if kinds[i] == HIDDEN and m.any()}
+    plan, head_fraction = removal_plan(
+        graph, {i: m for i, m in removed.items() if i not in narrowed}
+    )
+    hidden_plan = with_unused(graph, narrowed, removal_plan(graph, narrowed)[0])
+    report.plan = {
+        p: {d: np.union1d(plan.get(p, {}).get(d, []), hidden_plan.get(p, {}).get(d, []))
+            .astype(int).tolist() for d in {**plan.get(p, {}), **hidden_plan.get(p, {})}}
+        for p in {**plan, **hidden_plan}
+    }  # fmt: skip
+    if not dry_run and (plan or hidden_plan):
         # The refit needs the unpruned layer outputs as its targets.
         dense = copy.deepcopy(model) if config.reconstruct else None
-        with transaction(model) as tx:
-            report.max_diff = apply_plan_(
-                model, plan, head_fraction, example_inputs, verify=config.verify
-            )
+        with config_kept(model), transaction(model) as tx:
+            if plan:
+                report.max_diff = apply_plan_(
+                    model, plan, head_fraction, example_inputs, verify=config.verify
+                )
             if dense is not None:
                 assert data is not None  # checked on entry
                 report.refits = reconstruct_(
                     model, dense, plan, data, config.reconstruct_samples, tx
+                )
+            if hidden_plan:
+                # Not output-equivalent (the norms' statistics change): measured, not verified.
+                report.hidden_width = shrink_hidden_(
+                    model,
+                    graph,
+                    narrowed,
+                    remap(plan, hidden_plan, graph.param_shapes),
+                    example_inputs,
                 )
         report.applied = True
     report.seconds = time.perf_counter() - start
@@ -252,8 +287,11 @@ def _plan(
 
     def plan_at(ratio: float) -> dict[int, np.ndarray]:
         fixed = [g for g in groups if ratio_of(g, -1.0) >= 0]
-        free = [g for g in groups if ratio_of(g, -1.0) < 0]
+        # Activation scores do not rank against weight scores: a hidden width takes the ratio.
+        hidden = [g for g in groups if g.kind == HIDDEN and g not in fixed]
+        free = [g for g in groups if ratio_of(g, -1.0) < 0 and g.kind != HIDDEN]
         out = plan_layer(fixed, scores, {g.id: ratio_of(g, 0) for g in fixed}, limits)
+        out.update(plan_layer(hidden, scores, {g.id: ratio for g in hidden}, limits))
         if config.scope == "global":
             out.update(plan_global(free, scores, ratio, limits))
         else:

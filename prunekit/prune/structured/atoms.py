@@ -39,6 +39,7 @@ class Atoms:
     _edges: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     _blocked: list[tuple[np.ndarray, str]] = field(default_factory=list)
     _tags: list[tuple[np.ndarray, str]] = field(default_factory=list)
+    _blocked_unless: list[tuple[np.ndarray, str, str]] = field(default_factory=list)
 
     def new(self, size: int) -> np.ndarray:
         out = np.arange(self.count, self.count + size, dtype=np.int64)
@@ -61,6 +62,13 @@ class Atoms:
         a = np.asarray(a).ravel()
         if a.size:
             self._blocked.append((a, reason))
+
+    def block_unless(self, a: np.ndarray, reason: str, tag: str) -> None:
+        """Block ``a`` unless its component ends up tagged ``tag`` (a model output is blocked
+        unless it is the normalized residual stream, which ``prune_hidden`` may narrow)."""
+        a = np.asarray(a).ravel()
+        if a.size:
+            self._blocked_unless.append((a, reason, tag))
 
     def tag(self, a: np.ndarray, tag: str) -> None:
         """Mark atoms (e.g. attention heads) so their units can be told apart."""
@@ -91,6 +99,15 @@ class Atoms:
         for atoms, tag in self._tags:
             mask = tags.setdefault(tag, np.zeros(ncomp, dtype=bool))
             mask[comp[atoms]] = True
+        for atoms, why, tag in self._blocked_unless:
+            comps = comp[atoms]
+            exempt = tags.get(tag)
+            hit = comps[reason[comps] < 0]
+            if exempt is not None:
+                hit = hit[~exempt[hit]]
+            if hit.size:
+                reasons.append(why)
+                reason[hit] = len(reasons) - 1
         return Solved(comp, reason, reasons, tags)
 
 

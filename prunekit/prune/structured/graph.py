@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from prunekit.prune.structured.atoms import Atoms, Label, Solved
-from prunekit.prune.structured.rules import HEAD, RULES, Context, op_name, unknown
+from prunekit.prune.structured.rules import HEAD, HIDDEN, NORM, RULES, Context, op_name, unknown
 from prunekit.prune.structured.trace import trace
 
 
@@ -41,7 +41,9 @@ class Member:
 class Group:
     """Interchangeable units that must each be removed as a whole.
 
-    kind: ``"head"`` for attention heads, ``"channel"`` for neurons, filters and channels.
+    kind: ``"head"`` for attention heads, ``"channel"`` for neurons, filters and channels,
+        ``"hidden"`` for channels under a LayerNorm/RMSNorm (found by ``analyze(hidden=True)``;
+        removing one changes the norm's statistics, so it is not output-equivalent).
     comps: the component id of each unit (used to count what a plan leaves).
     """
 
@@ -104,13 +106,17 @@ class DependencyGraph:
         return params, macs
 
 
-def analyze(model: nn.Module, example_inputs: Any) -> DependencyGraph:
-    """Trace ``model`` on ``example_inputs`` and find its groups of coupled units."""
+def analyze(model: nn.Module, example_inputs: Any, *, hidden: bool = False) -> DependencyGraph:
+    """Trace ``model`` on ``example_inputs`` and find its groups of coupled units.
+
+    hidden: also the channels under LayerNorm/RMSNorm (the residual stream of a transformer,
+    a ConvNeXt stage's width) as ``"hidden"`` groups; a model output on such channels may
+    then narrow with them."""
     tr = trace(model, example_inputs)
     buffers = {name for name, _ in model.named_buffers()}
     atoms = Atoms()
     labels: dict[Any, Any] = {}
-    ctx = Context(atoms, labels, tr.values)
+    ctx = Context(atoms, labels, tr.values, hidden=hidden)
     param_atoms: dict[str, list[np.ndarray]] = {}
     for node in tr.graph.nodes:
         value = tr.values.get(node)
@@ -137,7 +143,11 @@ def analyze(model: nn.Module, example_inputs: Any) -> DependencyGraph:
             labels[node] = RULES.get(op_name(node), unknown)(ctx)
         elif node.op == "output":
             for lab in _flat_labels([labels.get(a) for a in node.args[0]]):
-                ctx.block_label(lab, "a model output")
+                if hidden:
+                    for d in lab.dims:
+                        atoms.block_unless(d, "a model output", NORM)
+                else:
+                    ctx.block_label(lab, "a model output")
     solved = atoms.components()
     # Buffers (BatchNorm running statistics) shrink with their channels but are not parameters.
     renamed = {(f"buffer:{n}" if n in buffers else n): d for n, d in param_atoms.items()}
@@ -201,6 +211,8 @@ def _groups(
         comps_arr = np.asarray(comps)[sort]
         members = [Member(n, d, np.sort(index[(n, d)][sort], axis=1)) for n, d in keys]
         kind = HEAD if solved.tagged(HEAD, comps_arr).any() else "channel"
+        if kind != HEAD and solved.tagged(NORM, comps_arr).any():
+            kind = HIDDEN
         groups.append(Group(0, kind, members, comps_arr))
     groups.sort(key=lambda g: (order[g.members[0].param], g.members[0].dim))
     for i, g in enumerate(groups):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prunekit.prune.structured.hidden import HiddenResult
 from prunekit.prune.structured.reconstruct import Refit
 from prunekit.report import Report, Table
 
@@ -33,6 +34,9 @@ class StructuredReport(Report):
     applied: False for a dry run: the plan and figures are what the call would do.
     refits: with ``reconstruct``, per refit layer its output error relative to the unpruned
         model's, before and after the refit (see reconstruct.Refit).
+    hidden_width: with ``prune_hidden``, the output difference the narrower hidden width caused on
+        the example input (relative error, cosine), the outputs that narrowed, and the
+        Hugging Face config keys rewritten (see hidden.HiddenResult); not a verified match.
     """
 
     groups: list[GroupRow]
@@ -46,6 +50,7 @@ class StructuredReport(Report):
     latency_batch: int | None = None
     latency_tried: list[tuple[float, float]] = field(default_factory=list)
     refits: list[Refit] = field(default_factory=list)
+    hidden_width: HiddenResult | None = None
 
     computed = ("params_before", "params_after", "macs_before", "macs_after", "params_removed",
                 "macs_reduction", "speedup")  # fmt: skip
@@ -132,4 +137,21 @@ class StructuredReport(Report):
             f"unpruned layer's ({r.rows:,} calibration rows)"
             for r in self.refits
         ]
-        return over + refit + left + [f"cannot shrink: {s}" for s in self.blocked[:8]]
+        blocked = [f"cannot shrink: {s}" for s in self.blocked[:8]]
+        return over + refit + self._hidden_notes() + left + blocked
+
+    def _hidden_notes(self) -> list[str]:
+        h = self.hidden_width
+        if h is None:
+            return []
+        error = "n/a" if h.rel_error is None else f"{h.rel_error:.2%}"
+        cosine = "n/a" if h.cosine is None else f"{h.cosine:.4f}"
+        notes = [
+            f"hidden width narrowed (not output-equivalent: the norms' statistics change): "
+            f"output error {error} relative, cosine {cosine} on the example input"
+        ]
+        notes += [f"narrower output: {r}" for r in h.resized]
+        if h.config_complete is not None:
+            done = "reopens it" if h.config_complete else "cannot express every width"
+            notes.append(f"config rewritten {h.config_updates}: from_pretrained {done}")
+        return notes

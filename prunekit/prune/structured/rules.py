@@ -19,11 +19,27 @@ from torch import fx
 from prunekit.prune.structured.atoms import Atoms, Label
 
 HEAD = "head"
+# Tag of the atoms a LayerNorm/RMSNorm (or a per-channel statistic, as hand-written norms
+# compute one) normalizes; with ``hidden`` analysis their units form the "hidden" groups.
+NORM = "norm"
+HIDDEN = "hidden"
+# Reductions that hand-written norms use for their per-position statistic over channels.
+STATISTICS = ("mean", "var", "var_mean", "std", "std_mean", "linalg_vector_norm", "norm")
 
 
 class Context:
-    def __init__(self, atoms: Atoms, labels: dict[fx.Node, Any], values: dict[fx.Node, Any]):
+    """hidden: normalized dimensions are tagged :data:`NORM` instead of blocked, so that the
+    residual stream under the norms becomes one (not output-equivalent) group."""
+
+    def __init__(
+        self,
+        atoms: Atoms,
+        labels: dict[fx.Node, Any],
+        values: dict[fx.Node, Any],
+        hidden: bool = False,
+    ):
         self.atoms = atoms
+        self.hidden = hidden
         self.labels = labels
         self.values = values
         self.node: fx.Node
@@ -521,6 +537,23 @@ def unbind(ctx: Context) -> Any:
     return [rest for _ in ctx.out]
 
 
+@rule("as_strided")
+def as_strided(ctx: Context) -> Any:
+    """Only the no-op case: the same shape with contiguous strides (PyTorch's adaptive pooling
+    re-strides its output this way); anything else reinterprets memory and blocks."""
+    lab = ctx.lab(ctx.node.args[0])
+    size, stride = list(ctx.node.args[1]), list(ctx.node.args[2])
+    offset = ctx.arg(3, "storage_offset", None)
+    contiguous, step = [], 1
+    for n in reversed(size):
+        contiguous.insert(0, step)
+        step *= n
+    same = lab is not None and tuple(size) == lab.shape and not offset
+    if not same or any(n > 1 and a != b for n, a, b in zip(size, stride, contiguous, strict=True)):
+        return unknown(ctx)
+    return Label(list(lab.dims), list(lab.linked))
+
+
 @rule("roll")
 def roll(ctx: Context) -> Any:
     lab = ctx.lab(ctx.node.args[0])
@@ -762,7 +795,7 @@ def batch_norm(ctx: Context) -> Any:
 @rule("native_layer_norm", "layer_norm", "rms_norm", "_fused_rms_norm")
 def layer_norm(ctx: Context) -> Any:
     """The normalized dimensions' statistics mix every channel, so they cannot shrink without
-    changing the outputs: blocked."""
+    changing the outputs: blocked, or with ``hidden`` analysis tagged as a norm's channels."""
     x = ctx.lab(ctx.node.args[0])
     shape = ctx.node.args[1]
     k = len(shape) if isinstance(shape, list | tuple) else 1
@@ -772,7 +805,10 @@ def layer_norm(ctx: Context) -> Any:
             for a, b in zip(lab.dims, x.dims[-k:], strict=True):
                 ctx.atoms.unite(a, b)
     for d in x.dims[-k:]:
-        ctx.atoms.block(d, "normalized by a LayerNorm/RMSNorm (statistics over channels)")
+        if ctx.hidden:
+            ctx.atoms.tag(d, NORM)
+        else:
+            ctx.atoms.block(d, "normalized by a LayerNorm/RMSNorm (statistics over channels)")
     out = Label(list(x.dims), list(x.linked))
     results = ctx.out
     if isinstance(results, torch.Tensor):
@@ -833,13 +869,19 @@ def reduction(ctx: Context) -> Any:
     else:
         dims = dim if isinstance(dim, list | tuple) else [dim]
         reduced = {_dim(d, nd) for d in dims}
-    for k in reduced:
-        ctx.atoms.block(lab.dims[k], f"reduced by {ctx.opname}")
     results = ctx.out
     first = results[0] if isinstance(results, list | tuple) else results
     if not isinstance(first, torch.Tensor):
         return unknown(ctx)
     keepdim = first.dim() == nd
+    # A hand-written norm (LLaMA's RMSNorm, ConvNeXt's channels-first LayerNorm) takes its
+    # statistic over one dimension and broadcasts it back (keepdim).
+    statistic = ctx.hidden and keepdim and len(reduced) == 1 and ctx.opname in STATISTICS
+    for k in reduced:
+        if statistic:
+            ctx.atoms.tag(lab.dims[k], NORM)
+        else:
+            ctx.atoms.block(lab.dims[k], f"reduced by {ctx.opname}")
     dims, linked = [], []
     for k in range(nd):
         if k in reduced:
