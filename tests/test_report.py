@@ -42,15 +42,15 @@ SHAPES = {
         "predicted_bytes", "predicted_drop", "seconds", "skipped",
     ],
     "FinetuneReport": [
-        "config", "epochs", "history", "method", "pairs", "projections", "prune", "pruning",
-        "seconds", "skipped", "steps", "stopped_early",
+        "config", "epochs", "history", "method", "out_of_time", "pairs", "projections", "prune",
+        "pruning", "seconds", "skipped", "steps", "stopped_early",
     ],
     "DistillReport": [
-        "config", "epochs", "history", "method", "pairs", "projections", "prune", "pruning",
-        "seconds", "skipped", "steps", "stopped_early",
+        "config", "epochs", "history", "method", "out_of_time", "pairs", "projections", "prune",
+        "pruning", "seconds", "skipped", "steps", "stopped_early",
     ],
     "RecoverReport": [
-        "budget_s", "config", "epochs", "history", "method", "pairs", "planned_steps",
+        "budget_s", "config", "epochs", "history", "method", "out_of_time", "pairs",
         "projections", "prune", "pruning", "seconds", "skipped", "step_s", "steps",
         "stopped_early",
     ],

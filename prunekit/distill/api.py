@@ -73,6 +73,7 @@ def distill_(
         pairs=run.pairs,
         projections=run.projections,
         stopped_early=run.stopped_early,
+        out_of_time=run.out_of_time,
         pruning=run.pruning,
     )
     log.info("distillation done: %s", report.history[-1] if report.history else "no epoch")

@@ -8,16 +8,15 @@ its next-token distributions (KL at temperature 1); both also match every block'
 al. 2023). Weights that are zero stay zero (``finetune_``'s masks), so the sparsity and any N:M
 pattern are exactly the one-shot step's.
 
-Time-boxed: one training step is timed first and the learning-rate schedule spans the steps that
-fit in ``minutes`` (cycling over the batches when they are few); should the steps run slower
-than timed, the run stops at the deadline rather than overrun it.
+Time-boxed by :class:`DistillConfig`'s ``minutes``: the run stops when the minutes are spent
+(cycling over the batches when they are few) and the learning-rate schedule follows the clock,
+so it decays to its end at the deadline however busy the machine is.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,20 +32,18 @@ from prunekit.measure._common import evaluating
 
 log = logging.getLogger(__name__)
 
-# The timed step leaves out the optimizer update and the hidden-state loss (and the machine may
-# be busy): the plan keeps this margin, and the deadline stops whatever still runs over.
-_MARGIN = 1.3
+# A bound on the steps of one run, far beyond what minutes of CPU reach.
+_MAX_STEPS = 100_000
 
 
 @dataclass(kw_only=True)
 class RecoverReport(DistillReport):
     """A distillation report (see :class:`DistillReport`) with the time box: ``budget_s`` (the
-    minutes given, in seconds), ``step_s`` (one timed step) and ``planned_steps``."""
+    minutes given, in seconds) and ``step_s`` (the mean seconds of a step)."""
 
     method: str = "recover-distill"
     budget_s: float = 0.0
     step_s: float = 0.0
-    planned_steps: int = 0
 
 
 def recovery_config(model: nn.Module, batch: Any, lr: float = 5e-4) -> DistillConfig:
@@ -85,17 +82,10 @@ def recover_(
         )
     if config is None:
         config = recovery_config(model, batches[0])
-    config = DistillConfig(**{**config.model_dump(), "epochs": 1})
-    start = time.perf_counter()
-    budget = 60.0 * minutes
-    step_s = _time_step(model, teacher, batches)
-    left = budget - (time.perf_counter() - start)
-    steps = max(1, int(left / (step_s * _MARGIN)))
-    plan = [batches[i % len(batches)] for i in range(steps)]
-    log.info("recovery: %.2f s per step, %d steps in %.1f min", step_s, steps, minutes)
-    # A step that starts before the deadline ends after it: the last one starts a step earlier.
-    deadline = start + budget - step_s * _MARGIN
-    run = distill_(model, teacher, _Deadline(plan, deadline), config, progress=progress)
+    # The epochs only bound the run: the minutes end it.
+    epochs = max(1, _MAX_STEPS // len(batches))
+    config = DistillConfig(**{**config.model_dump(), "epochs": epochs, "minutes": minutes})
+    run = distill_(model, teacher, batches, config, progress=progress)
     return RecoverReport(
         epochs=run.epochs,
         steps=run.steps,
@@ -105,46 +95,7 @@ def recover_(
         pairs=run.pairs,
         projections=run.projections,
         stopped_early=run.stopped_early,
-        budget_s=budget,
-        step_s=step_s,
-        planned_steps=steps,
+        out_of_time=run.out_of_time,
+        budget_s=60.0 * minutes,
+        step_s=run.seconds / max(run.steps, 1),
     )
-
-
-def _time_step(model: nn.Module, teacher: nn.Module, batches: list[Any]) -> float:
-    """Seconds of one step's forward and backward passes (the second of two: the first warms
-    up); no weight changes and the gradients are cleared."""
-    was_training = model.training
-    model.train()
-    try:
-        seconds = 0.0
-        for batch in (batches * 2)[:2]:
-            inputs, _ = split_batch(batch)
-            start = time.perf_counter()
-            with torch.no_grad(), evaluating(teacher):
-                calibration_forward(teacher, inputs)
-            out = calibration_forward(model, inputs)
-            first = out if isinstance(out, torch.Tensor) else out[0]
-            first.float().pow(2).mean().backward()
-            seconds = time.perf_counter() - start
-        model.zero_grad(set_to_none=True)
-    finally:
-        model.train(was_training)
-    return seconds
-
-
-class _Deadline:
-    """``batches`` (with their length, which sets the schedule) that stop at ``deadline``."""
-
-    def __init__(self, batches: list[Any], deadline: float) -> None:
-        self.batches, self.deadline = batches, deadline
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[Any]:
-        for batch in self.batches:
-            if time.perf_counter() > self.deadline:
-                log.warning("recovery: the time box ran out; stopping before the planned steps")
-                return
-            yield batch

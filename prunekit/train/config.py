@@ -19,9 +19,9 @@ _PAIR_RE = re.compile(r"^\s*([^=\s]+)\s*=\s*([^=\s]+)\s*$")
 
 
 class TrainingSettings(BaseConfig):
-    """The fields of :class:`FinetuneConfig` except ``epochs`` and ``seed``: what a step that
-    trains as part of another verb (``prune`` with ``epochs``) shares with it, while the epochs
-    and the seed are that verb's own."""
+    """The fields of :class:`FinetuneConfig` except ``epochs``, ``minutes`` and ``seed``: what a
+    step that trains as part of another verb (``prune`` with ``epochs``) shares with it, while
+    the length of the run and the seed are that verb's own."""
 
     lr: float = Field(3e-3, gt=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
@@ -62,6 +62,11 @@ class FinetuneConfig(TrainingSettings):
     """How ``prunekit.finetune_`` trains: pure, validated data, every field defaulted.
 
     epochs: passes over the data (≥ 1).
+    minutes: a wall-clock budget (> 0), or None. Training stops once it is spent, mid-epoch if
+        need be (and after ``epochs`` at most), and the warm-up and ``lr_schedule`` follow the
+        clock: a step sits at the later of its place among the steps and the time spent, so the
+        schedule ends at the deadline however fast the steps run. A step is not started when
+        the average step so far would end past the deadline.
     lr: the peak learning rate (> 0).
     optimizer: ``"adamw"`` (decoupled weight decay), ``"adam"`` (weight decay as an L2 term in
         the gradient) or ``"sgd"`` (momentum 0.9, Nesterov).
@@ -103,6 +108,7 @@ class FinetuneConfig(TrainingSettings):
     """
 
     epochs: int = Field(1, ge=1)
+    minutes: float | None = Field(None, gt=0)
     seed: int = 0
 
 

@@ -138,6 +138,14 @@ class DataParallel:
                     dist.all_reduce(b.data)
                     b.data.div_(self.world)
 
+    def slowest(self, seconds: float) -> float:
+        """The largest of the ranks' ``seconds`` (a time budget spent on one is spent on all)."""
+        if self.world == 1:
+            return seconds
+        t = torch.tensor([seconds], dtype=torch.float64, device=_comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
+
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Each value averaged over the ranks (per-rank mean losses → the global mean)."""
         if self.world == 1 or not values:

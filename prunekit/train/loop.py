@@ -31,7 +31,7 @@ from prunekit.surgery.transaction import Transaction
 from prunekit.train.config import FinetuneConfig, resolve_config
 from prunekit.train.distributed import DataParallel, data_parallel
 from prunekit.train.losses import TaskLoss
-from prunekit.train.optim import lr_factor, make_optimizer, make_scheduler
+from prunekit.train.optim import TimeBox, lr_factor, make_optimizer, make_scheduler
 from prunekit.train.progress import Progress
 from prunekit.train.report import FinetuneReport
 from prunekit.train.sparsity import SparsityKeeper
@@ -125,16 +125,24 @@ def _train(
     cast: Any,
 ) -> None:
     total = cfg.epochs * len(train)
-    factor = lr_factor(cfg, total)
+    clock = TimeBox(cfg.minutes, total, ranks.slowest)
+    by_step = lr_factor(cfg, total)
+
+    def factor(step: int) -> float:
+        return by_step(clock.position(step))
+
     opt = make_optimizer([*model.parameters(), *objective.parameters()], cfg)
     sched = make_scheduler(opt, factor)
-    progress = Progress(cfg.epochs, len(train), show, ranks.is_main)
+    progress = Progress(cfg.epochs, len(train), show, ranks.is_main, minutes=cfg.minutes)
     step = 0
     for epoch in range(cfg.epochs):
         good = snapshot(model)
         model.train()
         sums: dict[str, float] = {}
         for batch in progress.batches(train, epoch):
+            if clock.out_of_time(step):
+                report.out_of_time = True
+                break
             if sparsity.prune_step(model, step, total):
                 # New, smaller parameters: a fresh optimizer at the same point of the schedule.
                 cast(model)
@@ -167,11 +175,17 @@ def _train(
                 log.warning("fine-tuning stopped: %s; weights of the last good epoch kept",
                             report.stopped_early)  # fmt: skip
             break
-        entry = _epoch_entry(model, epoch, sums, progress.done, sched, objective, sparsity,
-                             ranks, eval_data)  # fmt: skip
-        report.history.append(entry)
-        report.epochs = epoch + 1
-        progress.epoch_end(entry)
+        if sums:  # not an epoch the time budget ended before its first step
+            entry = _epoch_entry(model, epoch, sums, progress.done, sched, objective, sparsity,
+                                 ranks, eval_data)  # fmt: skip
+            report.history.append(entry)
+            report.epochs = epoch + 1
+            progress.epoch_end(entry)
+        if report.out_of_time:
+            if ranks.is_main:
+                log.info("the %g-minute budget is spent: stopped after %d steps in epoch %d",
+                         cfg.minutes, step, epoch + 1)  # fmt: skip
+            break
     report.seconds = time.perf_counter() - progress.start
 
 

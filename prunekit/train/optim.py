@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 
 import torch
@@ -54,3 +55,35 @@ def make_scheduler(
     """Sets ``optimizer``'s learning rate to ``lr·factor(start + k)`` at its k-th step; a fresh
     optimizer (after a structured pruning step rebuilt the layers) goes on at ``start``."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: factor(start + k))
+
+
+class TimeBox:
+    """A wall-clock budget of ``minutes`` for a run of ``total_steps`` steps (None: no budget,
+    the step count alone). ``elapsed`` gives the seconds spent, agreed by all ranks of a
+    distributed run (the slowest rank's) so that they stop together."""
+
+    def __init__(
+        self, minutes: float | None, total_steps: int, elapsed: Callable[[float], float]
+    ) -> None:
+        self.budget = None if minutes is None else 60.0 * minutes
+        self.total = total_steps
+        self.start = time.perf_counter()
+        self._agree = elapsed
+        self.seconds = 0.0
+
+    def position(self, step: int) -> int:
+        """Where ``step`` sits in the schedule: itself, or further on where the time spent is a
+        larger fraction of the budget than the step of all steps (the schedule then ends at
+        the deadline)."""
+        if self.budget is None:
+            return step
+        return max(step, min(int(self.seconds / self.budget * self.total), self.total - 1))
+
+    def out_of_time(self, steps_done: int) -> bool:
+        """Whether another step, as long as the average so far, would end past the budget;
+        also updates the time spent that :meth:`position` reads."""
+        if self.budget is None:
+            return False
+        self.seconds = self._agree(time.perf_counter() - self.start)
+        per_step = self.seconds / steps_done if steps_done else 0.0
+        return self.seconds + per_step > self.budget

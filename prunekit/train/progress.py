@@ -22,22 +22,26 @@ class Progress:
     """Progress of ``epochs`` epochs of ``steps`` batches; ``show``: draw a bar on a terminal
     (tqdm draws none where stderr is no terminal); ``main``: this process reports (rank 0)."""
 
-    def __init__(self, epochs: int, steps: int, show: bool, main: bool = True) -> None:
+    def __init__(
+        self, epochs: int, steps: int, show: bool, main: bool = True, minutes: float | None = None
+    ) -> None:
         self.epochs, self.steps, self.show, self.main = epochs, steps, show, main
+        # With a time budget the epochs are only a bound: "epoch 2 (10-min budget)".
+        self.of = f"/{epochs}" if minutes is None else f" ({minutes:g}-min budget)"
         self.start = time.perf_counter()
         self.loss = 0.0
         self.done = 0
 
     def batches(self, data: Iterable[Any], epoch: int) -> Iterator[Any]:
         """The batches of ``epoch`` (0-based); call :meth:`update` after each."""
-        bar = tqdm(data, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
+        bar = tqdm(data, desc=f"epoch {epoch + 1}{self.of}", leave=False,
                    disable=None if self.show and self.main else True)  # fmt: skip
         self.bar, self.loss, self.done = bar, 0.0, 0
         said = time.perf_counter()
         for batch in bar:
             if self.main and time.perf_counter() - said > PROGRESS_SECONDS:
                 said = time.perf_counter()
-                log.info("epoch %d/%d: batch %d/%d, loss %.4f", epoch + 1, self.epochs,
+                log.info("epoch %d%s: batch %d/%d, loss %.4f", epoch + 1, self.of,
                          self.done, self.steps, self.loss / max(self.done, 1))  # fmt: skip
             yield batch
 
@@ -52,5 +56,5 @@ class Progress:
             figures = ", ".join(
                 f"{k} {v:.4g}" for k, v in entry.items() if k != "epoch" and isinstance(v, float)
             )
-            log.info("epoch %d/%d: %s (%.0f s)", entry["epoch"], self.epochs, figures,
+            log.info("epoch %d%s: %s (%.0f s)", entry["epoch"], self.of, figures,
                      time.perf_counter() - self.start)  # fmt: skip

@@ -24,6 +24,8 @@ class FinetuneReport(Report):
     prune: with ``prune=``, the pruning method that ran while training: ``{"method": name,
         "config": its JSON dict, "schedule": name}``; None otherwise.
     pruning: the pruning steps of a schedule (``step`` and the sparsity or units reached).
+    out_of_time: the config's ``minutes`` ran out before its ``epochs`` (the run is complete:
+        its schedule followed the clock).
     config: the resolved :class:`FinetuneConfig`.
     pairs, projections: with a teacher, the matched hidden states
         (``"student_module=teacher_module"``) and the width projections trained and discarded.
@@ -36,6 +38,7 @@ class FinetuneReport(Report):
     prune: dict[str, Any] | None = None
     pruning: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: str | None = None
+    out_of_time: bool = False
     pairs: list[str] = field(default_factory=list)
     projections: list[str] = field(default_factory=list)
 

@@ -1,4 +1,5 @@
 import copy
+import itertools
 import math
 
 import pytest
@@ -182,3 +183,46 @@ def test_progress_is_logged_per_epoch_and_within_long_epochs(caplog, monkeypatch
     ends = [line for line in lines if "train_loss" in line]
     assert len(ends) == 2 and ends[0].startswith("epoch 1/2: train_loss ")
     assert "eval_accuracy" in ends[1] and "{" not in ends[1]
+
+
+class _SteppingClock:
+    """A clock that moves one second each time it is read: the training loop reads it once per
+    step, so "seconds" are steps and the test does not depend on the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_a_time_budget_ends_the_run_and_the_schedule_at_the_deadline(monkeypatch):
+    import prunekit.train.optim as optim
+
+    monkeypatch.setattr(optim, "time", _SteppingClock())
+    model, batches = zoo.build("mlp")
+    lrs = []
+    real_step = torch.optim.AdamW.step
+
+    def step(opt, *args, **kwargs):
+        lrs.append(opt.param_groups[0]["lr"])
+        return real_step(opt, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    report = pk.finetune_(model, batches, epochs=100, minutes=0.5, lr=1e-2, progress=False)
+    # Read at the start and before each step: after 28 steps 29 "seconds" are spent, and one
+    # more step at that average (29/28 s) would end past the 30-second deadline.
+    assert report.out_of_time and report.steps == 28 < 100 * len(batches)
+    assert report.epochs == math.ceil(28 / len(batches)) == len(report.history)
+    # The schedule follows the clock, not the 100 epochs' steps: warm-up over the first 5 % of
+    # the time, then the cosine comes down to (near) zero by the deadline.
+    assert max(lrs) == pytest.approx(1e-2, rel=0.05) and lrs.index(max(lrs)) <= 2
+    assert lrs[-1] < 0.05 * 1e-2  # the last step starts at 28 of the 30 "seconds"
+    assert all(a >= b for a, b in itertools.pairwise(lrs[2:]))
+
+
+def test_without_a_budget_the_run_is_its_epochs():
+    model, batches = zoo.build("mlp")
+    report = pk.finetune_(model, batches, epochs=2, progress=False)
+    assert not report.out_of_time and report.steps == 2 * len(batches)
