@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +317,40 @@ def hf_config_updates(model: nn.Module) -> tuple[dict[str, Any], bool]:
                 updates.update(edit)
                 break
     return updates, current == target
+
+
+def hidden_tied_dims(model: nn.Module, widths: Iterable[int]) -> dict[tuple[str, int], int]:
+    """``{(parameter, dim): width}``: the dimensions a Hugging Face config ties to one of the
+    hidden ``widths`` (BERT's pooler, sized by ``hidden_size``). Probed by building the
+    architecture on the meta device with the config's hidden-width keys at that width doubled
+    (doubling keeps it divisible by the head counts): a tied dimension doubles with them. Empty
+    for a model without a Hugging Face config or one that cannot be rebuilt."""
+    config = getattr(model, "config", None)
+    if config is None or not callable(getattr(model, "save_pretrained", None)):
+        return {}
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    explicit = config.to_dict()
+    out: dict[tuple[str, int], int] = {}
+    for width in sorted(set(widths)):
+        edit: dict[str, Any] = {}
+        for key in HIDDEN_KEYS:
+            value = explicit.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value == width:
+                edit[key] = 2 * width
+            elif isinstance(value, list) and width in value:
+                edit[key] = [2 * v if v == width else v for v in value]
+        trial = _edited(config, edit) if edit else None
+        built = None if trial is None else _built_layout(type(model), trial, set())
+        if built is None:
+            continue
+        for name, shape in built[0].items():
+            old = shapes.get(name, ())
+            if len(old) != len(shape):
+                continue
+            for d, (a, b) in enumerate(zip(old, shape, strict=True)):
+                if a == width and b == 2 * width:
+                    out[(name, d)] = width
+    return out
 
 
 def _edited(config: Any, edit: dict[str, Any]) -> Any:

@@ -29,9 +29,11 @@ from prunekit.prune.structured.graph import DependencyGraph, Group, analyze
 from prunekit.prune.structured.hidden import (
     activation_scores,
     config_kept,
+    match_tied,
     no_hidden_error,
     remap,
     shrink_hidden_,
+    tie_to_hidden,
     with_unused,
 )
 from prunekit.prune.structured.latency import search_latency
@@ -97,6 +99,8 @@ def prune_structured_(
     if config.prune_hidden and not any(g.kind == HIDDEN for g in graph.groups):
         raise no_hidden_error(model, graph)
     candidates, skipped = _candidates(model, graph, config)
+    tied = tie_to_hidden(model, graph, candidates, config.ignore) if config.prune_hidden else {}
+    candidates += [graph.groups[i] for i in tied if graph.groups[i] not in candidates]
     hidden = [g for g in candidates if g.kind == HIDDEN]
     others = [g for g in candidates if g.kind != HIDDEN]
     scores = info.group_scores(model, others, config, data, loss_fn) if others else {}
@@ -120,13 +124,15 @@ def prune_structured_(
     if config.latency_reduction is not None:
         by_ratio = config.model_copy(update={"latency_reduction": None})
         removed, search = search_latency(
-            lambda ratio: _plan(model, graph, candidates, scores, by_ratio.with_sparsity(ratio)),
+            lambda ratio: _plan(
+                model, graph, candidates, scores, by_ratio.with_sparsity(ratio), tied
+            ),
             lambda removed: _time_shrunk(model, graph, removed, example_inputs),
             config.latency_reduction,
             _batch(example_inputs),
         )
     else:
-        removed = _plan(model, graph, candidates, scores, config)
+        removed = _plan(model, graph, candidates, scores, config, tied)
     # MACs per sample, as measure() reports them; the graph counted the example batch.
     per = _batch(example_inputs)
     before = graph.count()
@@ -265,7 +271,9 @@ def _plan(
     groups: list[Group],
     scores: dict[int, np.ndarray],
     config: PruneConfig,
+    tied: dict[int, int],
 ) -> dict[int, np.ndarray]:
+    """tied: group id → the hidden group whose kept count it takes (:func:`tie_to_hidden`)."""
     limits = Limits(config.min_channels, config.round_to)
     modules = dict(model.named_modules())
 
@@ -296,7 +304,7 @@ def _plan(
             out.update(plan_global(free, scores, ratio, limits))
         else:
             out.update(plan_layer(free, scores, {g.id: ratio for g in free}, limits))
-        return out
+        return match_tied(out, tied, scores)
 
     if config.macs_reduction is not None:
         target = graph.count()[1] / config.macs_reduction

@@ -43,7 +43,8 @@ class Group:
 
     kind: ``"head"`` for attention heads, ``"channel"`` for neurons, filters and channels,
         ``"hidden"`` for channels under a LayerNorm/RMSNorm (found by ``analyze(hidden=True)``;
-        removing one changes the norm's statistics, so it is not output-equivalent).
+        removing one changes the norm's statistics, so it is not output-equivalent) and for a
+        model output's channels that narrow with them (:meth:`DependencyGraph.output_group`).
     comps: the component id of each unit (used to count what a plan leaves).
     """
 
@@ -76,6 +77,10 @@ class BlockedDim:
     reason: str
 
 
+# Why a model output's dimensions are blocked (with hidden analysis: unless normalized).
+MODEL_OUTPUT = "a model output"
+
+
 @dataclass
 class DependencyGraph:
     groups: list[Group]
@@ -84,14 +89,20 @@ class DependencyGraph:
     _param_atoms: dict[str, list[np.ndarray]] = field(repr=False)
     _macs: list[list[list[np.ndarray]]] = field(repr=False)
     _solved: Solved = field(repr=False)
+    # The atoms along each dimension of each model output, in output order (None: no label).
+    _outputs: list[list[np.ndarray] | None] = field(default_factory=list, repr=False)
+
+    def _gone(self, removed: dict[int, np.ndarray] | None) -> np.ndarray:
+        gone = np.zeros(len(self._solved.reason), dtype=bool)
+        for gid, mask in (removed or {}).items():
+            gone[self.groups[gid].comps[mask]] = True
+        return gone
 
     def count(self, removed: dict[int, np.ndarray] | None = None) -> tuple[int, int]:
         """``(parameters, MACs per forward on the example input)`` after removing units.
 
         removed: group id → bool per unit (True: removed). ``None``: the unpruned model."""
-        gone = np.zeros(len(self._solved.reason), dtype=bool)
-        for gid, mask in (removed or {}).items():
-            gone[self.groups[gid].comps[mask]] = True
+        gone = self._gone(removed)
         comp = self._solved.comp
 
         def kept(atoms: np.ndarray) -> int:
@@ -104,6 +115,49 @@ class DependencyGraph:
         )
         macs = sum(sum(math.prod(kept(a) for a in term) for term in terms) for terms in self._macs)
         return params, macs
+
+    def kept_output_indices(self, removed: dict[int, np.ndarray]) -> list[list[np.ndarray] | None]:
+        """Per model output (in order), per dimension: the indices ``removed`` keeps (all of
+        them but where a narrowed hidden width runs through the output)."""
+        gone = self._gone(removed)
+        return [
+            None if dims is None else [np.flatnonzero(~gone[self._solved.comp[a]]) for a in dims]
+            for dims in self._outputs
+        ]
+
+    def output_group(self, param: str, dim: int) -> Group | None:
+        """Make the units along ``param``'s dimension ``dim`` a new ``"hidden"`` group, appended
+        to :attr:`groups`, where being a model output is all that blocks them (BertModel's
+        pooler, whose width its config ties to the hidden size): each unit with every parameter
+        slice it spans. None where anything else blocks a unit or the units differ in the
+        slices they span."""
+        dims = self._param_atoms.get(param)
+        if dims is None or dim >= len(dims):
+            return None
+        solved = self._solved
+        comps = np.asarray(list(dict.fromkeys(solved.comp[dims[dim]].tolist())))
+        reasons = solved.reason[comps]
+        if (reasons < 0).any() or any(solved.reasons[r] != MODEL_OUTPUT for r in reasons):
+            return None
+        wanted = set(comps.tolist())
+        units: dict[int, list[tuple[str, int, int]]] = defaultdict(list)
+        for name, atoms in self._param_atoms.items():
+            for d, arr in enumerate(atoms):
+                for i in np.flatnonzero(np.isin(solved.comp[arr], comps)):
+                    units[int(solved.comp[arr][i])].append((name.removeprefix("buffer:"), d, i))
+        signatures = {_signature(units[c]) for c in wanted}
+        if len(signatures) != 1:
+            return None
+        order = {name.removeprefix("buffer:"): i for i, name in enumerate(self._param_atoms)}
+        group = _group(
+            len(self.groups), HIDDEN, comps.tolist(), units, next(iter(signatures)), order
+        )
+        self.groups.append(group)
+        spanned = {(m.param, m.dim) for m in group.members}
+        self.blocked = [
+            b for b in self.blocked if (b.param, b.dim) not in spanned or b.reason != MODEL_OUTPUT
+        ]
+        return group
 
 
 def analyze(model: nn.Module, example_inputs: Any, *, hidden: bool = False) -> DependencyGraph:
@@ -118,6 +172,7 @@ def analyze(model: nn.Module, example_inputs: Any, *, hidden: bool = False) -> D
     labels: dict[Any, Any] = {}
     ctx = Context(atoms, labels, tr.values, hidden=hidden)
     param_atoms: dict[str, list[np.ndarray]] = {}
+    outputs: list[list[np.ndarray] | None] = []
     for node in tr.graph.nodes:
         value = tr.values.get(node)
         if node.op == "placeholder":
@@ -142,12 +197,14 @@ def analyze(model: nn.Module, example_inputs: Any, *, hidden: bool = False) -> D
             ctx.node = node
             labels[node] = RULES.get(op_name(node), unknown)(ctx)
         elif node.op == "output":
-            for lab in _flat_labels([labels.get(a) for a in node.args[0]]):
+            results = [labels.get(a) for a in node.args[0]]
+            outputs = [lab.dims if isinstance(lab, Label) else None for lab in results]
+            for lab in _flat_labels(results):
                 if hidden:
                     for d in lab.dims:
-                        atoms.block_unless(d, "a model output", NORM)
+                        atoms.block_unless(d, MODEL_OUTPUT, NORM)
                 else:
-                    ctx.block_label(lab, "a model output")
+                    ctx.block_label(lab, MODEL_OUTPUT)
     solved = atoms.components()
     # Buffers (BatchNorm running statistics) shrink with their channels but are not parameters.
     renamed = {(f"buffer:{n}" if n in buffers else n): d for n, d in param_atoms.items()}
@@ -159,6 +216,7 @@ def analyze(model: nn.Module, example_inputs: Any, *, hidden: bool = False) -> D
         _param_atoms=renamed,
         _macs=ctx.macs,
         _solved=solved,
+        _outputs=outputs,
     )
 
 
@@ -191,30 +249,47 @@ def _groups(
                 units[int(comps[i])].append((name, d, int(i)))
     by_signature: dict[tuple, list[int]] = defaultdict(list)
     for comp, slices in units.items():
-        counts: dict[tuple[str, int], int] = defaultdict(int)
-        for name, d, _ in slices:
-            counts[(name, d)] += 1
-        by_signature[tuple(sorted(counts.items()))].append(comp)
+        by_signature[_signature(slices)].append(comp)
     order = {name: i for i, name in enumerate(param_atoms)}
     groups: list[Group] = []
     for signature, comps in by_signature.items():
-        keys = sorted((k for k, _ in signature), key=lambda k: (order[k[0]], k[1]))
-        per_comp: list[dict[tuple[str, int], list[int]]] = []
-        for c in comps:
-            slot: dict[tuple[str, int], list[int]] = defaultdict(list)
-            for n, d, i in units[c]:
-                slot[(n, d)].append(i)
-            per_comp.append(slot)
-        index = {k: np.array([slot[k] for slot in per_comp]) for k in keys}
-        first = index[keys[0]][:, 0]
-        sort = np.argsort(first, kind="stable")
-        comps_arr = np.asarray(comps)[sort]
-        members = [Member(n, d, np.sort(index[(n, d)][sort], axis=1)) for n, d in keys]
-        kind = HEAD if solved.tagged(HEAD, comps_arr).any() else "channel"
-        if kind != HEAD and solved.tagged(NORM, comps_arr).any():
+        arr = np.asarray(comps)
+        kind = HEAD if solved.tagged(HEAD, arr).any() else "channel"
+        if kind != HEAD and solved.tagged(NORM, arr).any():
             kind = HIDDEN
-        groups.append(Group(0, kind, members, comps_arr))
+        groups.append(_group(0, kind, comps, units, signature, order))
     groups.sort(key=lambda g: (order[g.members[0].param], g.members[0].dim))
     for i, g in enumerate(groups):
         g.id = i
     return groups, blocked
+
+
+def _signature(slices: list[tuple[str, int, int]]) -> tuple:
+    """How many indices of which parameter dimension a unit spans."""
+    counts: dict[tuple[str, int], int] = defaultdict(int)
+    for name, d, _ in slices:
+        counts[(name, d)] += 1
+    return tuple(sorted(counts.items()))
+
+
+def _group(
+    gid: int,
+    kind: str,
+    comps: list[int],
+    units: dict[int, list[tuple[str, int, int]]],
+    signature: tuple,
+    order: dict[str, int],
+) -> Group:
+    """The group of the units ``comps`` (each spanning ``signature``), in the order of their
+    first member's indices."""
+    keys = sorted((k for k, _ in signature), key=lambda k: (order[k[0]], k[1]))
+    per_comp: list[dict[tuple[str, int], list[int]]] = []
+    for c in comps:
+        slot: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for n, d, i in units[c]:
+            slot[(n, d)].append(i)
+        per_comp.append(slot)
+    index = {k: np.array([slot[k] for slot in per_comp]) for k in keys}
+    sort = np.argsort(index[keys[0]][:, 0], kind="stable")
+    members = [Member(n, d, np.sort(index[(n, d)][sort], axis=1)) for n, d in keys]
+    return Group(gid, kind, members, np.asarray(comps)[sort])

@@ -13,6 +13,10 @@ Ranking, as Minitron (Muralidharan et al. 2024) does for the embedding channels:
 statistics of the norms' outputs on calibration data (root mean square per channel, each norm
 normalised by its mean, summed over the norms of the stream), not weight magnitudes: the
 stream's channels differ most in how much signal they carry.
+
+A layer whose width a Hugging Face config ties to the hidden size (BERT's pooler, a
+hidden → hidden layer) narrows to the new hidden width too (:func:`tie_to_hidden`), so that the
+rewritten config alone rebuilds the model: ``from_pretrained`` reopens it.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ from prunekit.calibrate import calibration_forward
 from prunekit.data.batches import split_batch, take_samples
 from prunekit.errors import PrunekitError
 from prunekit.prune.structured.graph import DependencyGraph, Group, Member
+from prunekit.prune.structured.plan import lowest, per_unit
 from prunekit.prune.structured.rules import HIDDEN
 from prunekit.prune.structured.scores import magnitude
 from prunekit.prune.structured.trace import run_model
 from prunekit.surgery.shrink import shrink_
+from prunekit.targets import matches
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +91,28 @@ def _norm_weights(model: nn.Module, group: Group) -> list[Member]:
     return out
 
 
+def _layer_outputs(model: nn.Module, group: Group) -> list[Member]:
+    """The Linear weights whose output rows a group's units are, where the units span nothing
+    else (no layer reads them inside the model: a pooler's output, which is a model output)."""
+    modules = dict(model.named_modules())
+    linear = [isinstance(modules.get(m.module), nn.Linear) and m.dim == 0 for m in group.members]
+    if not all(linear):
+        return []
+    return [m for m in group.members if m.param.endswith(".weight")]
+
+
 def activation_scores(
     model: nn.Module, groups: list[Group], data: Iterable[Any]
 ) -> dict[int, np.ndarray]:
     """``{group id: score per unit}``: the RMS of each channel at the output of every norm in
-    the group, over the calibration batches (up to :data:`HIDDEN_SAMPLES` samples). A group
-    without a norm weight to observe (a norm without affine parameters) is ranked by weight
-    magnitude instead."""
+    the group, over the calibration batches (up to :data:`HIDDEN_SAMPLES` samples); for the
+    output channels of a layer tied to the hidden width (:func:`tie_to_hidden`), at that layer's
+    output. A group without a norm weight or layer output to observe (a norm without affine
+    parameters) is ranked by weight magnitude instead."""
     modules = dict(model.named_modules())
-    taps = {g.id: _norm_weights(model, g) for g in groups}
+    # A tied layer's output is a model output: the channels that carry the least signal on the
+    # calibration data change it least (its weight rows' norms would ignore what it reads).
+    taps = {g.id: _norm_weights(model, g) or _layer_outputs(model, g) for g in groups}
     names = {m.module for members in taps.values() for m in members}
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = defaultdict(int)
@@ -192,6 +211,55 @@ def with_unused(graph: DependencyGraph, removed: dict[int, np.ndarray], plan: Pl
     return out
 
 
+def tie_to_hidden(
+    model: nn.Module, graph: DependencyGraph, candidates: list[Group], ignore: list[str]
+) -> dict[int, int]:
+    """``{group id: hidden group id}``: the groups whose width a Hugging Face config ties to a
+    hidden group's (found by :func:`~prunekit.artifact.structure.hidden_tied_dims`), which must
+    keep as many units as it does (:func:`match_tied`) for the rewritten config to rebuild the
+    model. A hidden → hidden layer read inside the model (BertForSequenceClassification's
+    pooler, read by the classifier) is a channel group already; one whose output is a model
+    output (BertModel's ``pooler_output``) becomes a ``"hidden"`` group of ``graph`` here, its
+    output narrowing with the stream. A layer touching a module in ``ignore`` stays as it is."""
+    from prunekit.artifact.structure import hidden_tied_dims
+
+    hidden: dict[int, list[Group]] = defaultdict(list)
+    for g in candidates:
+        if g.kind == HIDDEN:
+            hidden[g.size].append(g)
+    # Two hidden groups of one width: the config cannot say which of them a layer follows.
+    widths = [w for w, gs in hidden.items() if len(gs) == 1]
+    dims = hidden_tied_dims(model, widths) if widths else {}
+    member_of = {(m.param, m.dim): g for g in graph.groups for m in g.members}
+    modules = dict(model.named_modules())
+    tied: dict[int, int] = {}
+    for (param, dim), width in sorted(dims.items()):
+        group = member_of.get((param, dim))
+        if group is None:
+            group = graph.output_group(param, dim)
+            if group is None:
+                continue
+            member_of.update({(m.param, m.dim): group for m in group.members})
+        elif group not in candidates or group.kind != "channel" or per_unit(group) != 1:
+            continue  # the stream itself, a head (its size follows the hidden width), ignored
+        touched = [(s, n) for s in ignore for n in group.modules if n in modules]
+        if group.size == width and not any(matches(s, n, modules[n]) for s, n in touched):
+            tied[group.id] = hidden[width][0].id
+    return tied
+
+
+def match_tied(
+    removed: dict[int, np.ndarray], tied: dict[int, int], scores: dict[int, np.ndarray]
+) -> dict[int, np.ndarray]:
+    """``removed`` with each tied group keeping as many units as its hidden group, its lowest
+    scores going."""
+    out = dict(removed)
+    for gid, hidden in tied.items():
+        if gid in out and hidden in out:
+            out[gid] = lowest(scores[gid], int((~out[hidden]).sum()))
+    return out
+
+
 def remap(first: Plan, second: Plan, shapes: dict[str, tuple[int, ...]]) -> Plan:
     """``second``'s indices renumbered for tensors that ``first`` already shrank along the same
     dimension (both plans index the unpruned model)."""
@@ -250,8 +318,7 @@ def shrink_hidden_(
             ) from e
     finally:
         model.train(was_training)
-    kept = _kept_channels(model, graph, removed)
-    result = _difference(outputs, reference, kept)
+    result = _difference(outputs, reference, graph.kept_output_indices(removed))
     result.config_updates, result.config_complete = updates, complete
     return result
 
@@ -295,28 +362,10 @@ def _rescale_embeddings(model: nn.Module, old: int, new: int) -> None:
                 module._buffers["embed_scale"] = torch.full_like(buffer, new**0.5)
 
 
-def _kept_channels(
-    model: nn.Module, graph: DependencyGraph, removed: dict[int, np.ndarray]
-) -> dict[tuple[int, int], np.ndarray]:
-    """(width before, width after) → the stream channels kept, read from the last norm of
-    each hidden group (the one whose output a model output is)."""
-    out: dict[tuple[int, int], np.ndarray] = {}
-    for g in graph.groups:
-        mask = removed.get(g.id)
-        if g.kind != HIDDEN or mask is None or not mask.any():
-            continue
-        members = [m for m in _norm_weights(model, g) if m.index.shape[1] == 1] or [
-            m for m in g.members if m.index.shape[1] == 1
-        ]
-        if members:
-            out[(g.size, int((~mask).sum()))] = np.sort(members[-1].index[~mask].ravel())
-    return out
-
-
 def _difference(
     outputs: list[torch.Tensor],
     reference: list[torch.Tensor],
-    kept: dict[tuple[int, int], np.ndarray],
+    kept: list[list[np.ndarray] | None],
 ) -> HiddenResult:
     err = norm = 0.0
     cos_sum, rows = 0.0, 0
@@ -327,10 +376,12 @@ def _difference(
         if o.shape != r.shape:
             resized.append(f"output {i}: {list(r.shape)} → {list(o.shape)}")
             diff = [d for d in range(o.dim()) if o.shape[d] != r.shape[d]]
-            channels = kept.get((r.shape[diff[0]], o.shape[diff[0]])) if len(diff) == 1 else None
-            if channels is None:
+            dims = kept[i] if i < len(kept) else None
+            if len(diff) != 1 or dims is None or len(dims) != o.dim():
                 continue
-            r = r.index_select(diff[0], torch.as_tensor(channels, device=r.device))
+            if len(dims[diff[0]]) != o.shape[diff[0]]:
+                continue
+            r = r.index_select(diff[0], torch.as_tensor(dims[diff[0]], device=r.device))
         o64, r64 = o.double(), r.double()
         err += float((o64 - r64).pow(2).sum())
         norm += float(r64.pow(2).sum())

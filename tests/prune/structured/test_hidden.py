@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
+import transformers
 
 import prunekit as pk
 from prunekit.cli import main
@@ -25,15 +27,14 @@ HALF = pk.MagnitudeConfig(sparsity=0.5, pattern="channel", prune_hidden=True)
 
 # from_pretrained reopens these from the rewritten config.
 REOPENED = [
-    "gpt2", "llama_gqa", "mistral_gqa", "qwen2_gqa", "gemma", "phi", "opt", "gpt_neox",
+    "gpt2", "llama_gqa", "mistral_gqa", "qwen2_gqa", "gemma", "phi", "opt", "gpt_neox", "bert",
     "distilbert", "roberta", "albert", "t5_encoder", "vit", "deit", "dinov2", "beit",
     "clip_vision", "swin", "segformer", "whisper_encoder", "convnext", "convnext_v2",
 ]  # fmt: skip
-# Their configs cannot express the pruned widths: BertModel's pooler output keeps its width
-# (a model output) while its config ties it to hidden_size; Falcon's multi-query heads and
-# Bloom's ALiBi heads stay, and both derive the head size from hidden_size; SegFormer's stages
-# lose different fractions of their heads (1 of 1 kept, 1 of 2).
-CONFIG_INCOMPLETE = ["bert", "falcon_mqa", "bloom", "segformer_single_head"]
+# Their configs cannot express the pruned widths: Falcon's multi-query heads and Bloom's ALiBi
+# heads stay, and both derive the head size from hidden_size; SegFormer's stages lose different
+# fractions of their heads (1 of 1 kept, 1 of 2).
+CONFIG_INCOMPLETE = ["falcon_mqa", "bloom", "segformer_single_head"]
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -105,6 +106,82 @@ def test_a_narrowed_model_output_is_reported_and_compared_on_the_kept_channels()
     assert "not output-equivalent" in notes and "narrower output" in notes
 
 
+def _bert_classifier() -> transformers.BertForSequenceClassification:
+    """Built like tests/hf_zoo.py's ``bert``, with a pooler read by a 3-label classifier."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=hf_zoo.VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, num_labels=3,
+    )  # fmt: skip
+    return hf_zoo.perturb_(transformers.BertForSequenceClassification(config).eval())
+
+
+def _reopens_exactly(model, inputs, path) -> None:
+    model.save_pretrained(path)
+    reopened = type(model).from_pretrained(path).eval()
+    for a, b in zip(_outputs(model, inputs), _outputs(reopened, inputs), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_bert_pooler_output_narrows_with_the_stream_and_is_compared_on_its_kept_channels():
+    model, inputs = hf_zoo.ZOO["bert"]()
+    hf_zoo.perturb_(model)
+    silent = [2, 9, 30]
+    with torch.no_grad():
+        model.pooler.dense.weight[silent] = 0.0  # pooler_output is tanh(0) = 0 there
+        model.pooler.dense.bias[silent] = 0.0
+    reference = _outputs(model, inputs)
+    # Only the stream (and the pooler tied to it): heads and FFN would change the reference.
+    config = pk.MagnitudeConfig(
+        sparsity=0.5, pattern="channel", prune_hidden=True, targets=["re:^embeddings"]
+    )
+    report = pk.prune_(model, config, example_inputs=inputs)
+    assert {g.name for g in report.groups} == {"embeddings.word_embeddings", "pooler.dense"}
+    h = report.hidden_width
+    assert h.resized == ["output 0: [2, 8, 32] → [2, 8, 16]", "output 1: [2, 32] → [2, 16]"]
+    assert model.pooler.dense.weight.shape == (16, 16)
+    gone = report.plan["pooler.dense.weight"][0]
+    assert set(silent) <= set(gone)
+    # Each output is compared on its own kept channels: the stream's, the pooler's.
+    stream = np.setdiff1d(np.arange(32), report.plan["encoder.layer.1.output.LayerNorm.weight"][0])
+    pooled = np.setdiff1d(np.arange(32), gone)
+    assert not np.array_equal(stream, pooled)
+    expected = [reference[0][..., stream], reference[1][:, pooled]]
+    after = _outputs(model, inputs)
+    err = sum(float((a - r).double().pow(2).sum()) for a, r in zip(after, expected, strict=True))
+    norm = sum(float(r.double().pow(2).sum()) for r in expected)
+    assert h.rel_error == pytest.approx((err / norm) ** 0.5, rel=1e-3)
+
+
+def test_bert_classifier_reopens_and_its_logits_keep_their_width(tmp_path):
+    model, inputs = _bert_classifier(), hf_zoo.text_inputs()
+    report = pk.prune_(model, HALF, example_inputs=inputs)
+    assert report.hidden_width.config_complete is True and report.hidden_width.resized == []
+    assert model.config.hidden_size == 16
+    assert model.bert.pooler.dense.weight.shape == (16, 16)
+    assert model.classifier.weight.shape == (3, 16)
+    assert _outputs(model, inputs)[0].shape == (2, 3)
+    _reopens_exactly(model, inputs, tmp_path)
+
+
+def test_a_layer_tied_to_the_hidden_width_follows_it_not_the_ratio(tmp_path):
+    # The stream and the heads lose a quarter, the FFN and (by the ratio) the pooler half: the
+    # pooler takes the stream's 24 instead, which the rewritten config expresses.
+    config = pk.MagnitudeConfig(
+        sparsity=0.5, pattern="channel", prune_hidden=True,
+        layer_sparsity={"re:embeddings": 0.25, "re:attention": 0.25},
+    )  # fmt: skip
+    model, inputs = _bert_classifier(), hf_zoo.text_inputs()
+    report = pk.prune_(model, config, example_inputs=inputs)
+    widths = {g.name: (g.before, g.after) for g in report.groups}
+    assert widths["bert.embeddings.word_embeddings"] == (32, 24)
+    assert widths["bert.encoder.layer.0.intermediate.dense"] == (64, 32)
+    assert widths["bert.pooler.dense"] == (32, 24)
+    assert report.hidden_width.config_complete is True
+    assert report.hidden_width.config_updates["hidden_size"] == 24
+    _reopens_exactly(model, inputs, tmp_path)
+
+
 def test_the_channels_carrying_no_signal_go_first():
     model, inputs = hf_zoo.ZOO["llama_gqa"]()
     silent = [3, 11, 20]
@@ -133,8 +210,9 @@ def _unchanged(model, state, config) -> None:
     assert model.config.to_dict() == config
 
 
-def test_a_failure_after_the_shrink_leaves_model_and_config_untouched(monkeypatch):
-    model, inputs = hf_zoo.ZOO["llama_gqa"]()
+@pytest.mark.parametrize("name", ["llama_gqa", "bert"])
+def test_a_failure_after_the_shrink_leaves_model_and_config_untouched(name, monkeypatch):
+    model, inputs = hf_zoo.ZOO[name]()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     config = model.config.to_dict()
     reference = _outputs(model, inputs)
