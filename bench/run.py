@@ -15,6 +15,7 @@ from bench import (
     executorch,
     finetune_defaults,
     fuzz,
+    hidden_zoo,
     int8_repairs,
     llm_memory,
     lowrank,
@@ -37,6 +38,7 @@ if __name__ == "__main__":
     reconstruct.main([])
     lowrank.main([])
     minilm_structured.main([])
+    hidden_zoo.main([])
     oneshot.main([])
     oneshot_recover.main([])
     llm_memory.main([])
