@@ -45,11 +45,6 @@ CONFIG_REASONS = {
     "segformer_single_head": "the stages lose different fractions of their heads (1 of 1 kept, "
     "1 of 2)",
 }
-# Why prunekit.save fails where it does (from the same test file), shown with the error.
-SAVE_FAILURES = {
-    "segformer_single_head": "prunekit.save fails for any structurally pruned SegFormer, with or "
-    "without prune_hidden (transformers renames its patch-embedding weights on save):",
-}
 MESSAGE = 300  # characters of an error message kept in a note
 
 
@@ -193,7 +188,7 @@ def markdown(payload: dict[str, Any]) -> str:
         reopens, _, error = w["reopens"].partition(": ")
         if reopens != "yes" and not w["config_complete"]:
             why = CONFIG_REASONS.get(r["model"], "the config cannot express the pruned widths")
-            failed = f" {SAVE_FAILURES.get(r['model'], 'The error:')} {error}" if error else ""
+            failed = f" The error: {error}" if error else ""
             reopens += note(f"{r['model']}: {why}.{failed}")
         elif error:
             reopens += note(f"{r['model']}: {error}")

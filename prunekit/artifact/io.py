@@ -30,11 +30,14 @@ Layout of ``manifest.json`` (``format_version`` 3; versions 1 and 2 still load):
 A Hugging Face model (``transformers.PreTrainedModel``) without swapped layers is written by its
 own ``save_pretrained`` with plain storage, so the directory is also a Hugging Face folder that
 ``from_pretrained`` and ``hf:DIR`` open (``model.safetensors`` is then transformers' file, which
-omits tied copies); ``compress=True`` encodes it too, and then only ``pk.load`` opens it.
+omits tied copies and keeps the state_dict names, where transformers 5 would by default rename
+some back to an older checkpoint layout); ``compress=True`` encodes it too, and then only
+``pk.load`` opens it.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import tempfile
 from pathlib import Path
@@ -220,7 +223,14 @@ def _save_plain(model: nn.Module, folder: Path) -> dict[str, str]:
 
 def _save_hf(model: nn.Module, folder: Path) -> dict[str, str]:
     # One weights file keeps the manifest's layout; transformers would shard past 5-50 GB.
-    model.save_pretrained(str(folder), max_shard_size=HF_MAX_SHARD)  # type: ignore[attr-defined]
+    kwargs: dict[str, Any] = {"max_shard_size": HF_MAX_SHARD}
+    # transformers 5 renames some models' weights on save, back to their original checkpoints'
+    # names (its conversion mapping reversed: SegFormer's stages.N.blocks -> encoder.block.N,
+    # ViT's q_proj -> attention.query); keeping the state_dict names keeps the file and the
+    # manifest in step, and from_pretrained reads those names as well.
+    if "save_original_format" in inspect.signature(model.save_pretrained).parameters:
+        kwargs["save_original_format"] = False
+    model.save_pretrained(str(folder), **kwargs)  # type: ignore[attr-defined]
     weights = folder / PLAIN
     if not weights.is_file():
         raise PrunekitError(
@@ -239,7 +249,8 @@ def _save_hf(model: nn.Module, folder: Path) -> dict[str, str]:
         if owner is None:
             raise PrunekitError(
                 f"save: transformers saved {type(model).__name__} without tensor {name!r}, "
-                f"which shares memory with no saved tensor; its names differ from state_dict()"
+                f"which shares memory with no saved tensor: its names differ from "
+                f"state_dict(); save with compress=True, which stores the state_dict names"
             )
         tied[name] = owner
     return tied
