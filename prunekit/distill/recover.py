@@ -8,7 +8,9 @@ its next-token distributions (KL at temperature 1); both also match every block'
 al. 2023). Weights that are zero stay zero (``finetune_``'s masks), so the sparsity and any N:M
 pattern are exactly the one-shot step's.
 
-Time-boxed by :class:`DistillConfig`'s ``minutes``: the run stops when the minutes are spent
+Mixed precision where the hardware multiplies bfloat16 natively (``precision="auto"``: AMX
+CPUs, most GPUs), which doubles the steps a time box holds there. Time-boxed by
+:class:`DistillConfig`'s ``minutes``: the run stops when the minutes are spent
 (cycling over the batches when they are few) and the learning-rate schedule follows the clock,
 so it decays to its end at the deadline however busy the machine is.
 """
@@ -51,9 +53,10 @@ def recovery_config(model: nn.Module, batch: Any, lr: float = 5e-4) -> DistillCo
     inputs, _ = split_batch(batch)
     with torch.no_grad(), evaluating(model):
         out = calibration_forward(model, inputs)
+    common: dict[str, Any] = {"alpha": 1.0, "hidden": "auto", "lr": lr, "precision": "auto"}
     if getattr(out, "logits", None) is not None:
-        return DistillConfig(alpha=1.0, output_loss="kl", temperature=1.0, hidden="auto", lr=lr)
-    return DistillConfig(alpha=1.0, output_loss="cosine", hidden="auto", lr=lr)
+        return DistillConfig(output_loss="kl", temperature=1.0, **common)
+    return DistillConfig(output_loss="cosine", **common)
 
 
 def recover_(
@@ -68,8 +71,8 @@ def recover_(
     """Distill ``teacher`` (the dense model) into the pruned ``model`` in place for at most
     ``minutes``, on ``data``: batches of tokenized text (dicts with ``input_ids``; labels, if
     any, are not used). ``config``: the distillation settings (default
-    :func:`recovery_config`); its ``epochs`` is replaced by the time box. If it raises, the
-    model is as it was."""
+    :func:`recovery_config`); its ``epochs`` and ``minutes`` are replaced by the time box. If
+    it raises, the model is as it was."""
     if not minutes > 0:
         raise PrunekitError(f"minutes must be > 0; got {minutes}")
     batches = [trim_padding(b) for b in data]

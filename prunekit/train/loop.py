@@ -125,6 +125,7 @@ def _train(
     cast: Any,
 ) -> None:
     total = cfg.epochs * len(train)
+    mixed = autocast(cfg.precision, model)
     clock = TimeBox(cfg.minutes, total, ranks.slowest)
     by_step = lr_factor(cfg, total)
 
@@ -150,7 +151,8 @@ def _train(
                 sched = make_scheduler(opt, factor, start=step)
                 good = snapshot(model)
             inputs, labels = split_batch(batch)
-            loss, parts = objective.loss(model, cast(inputs), labels)
+            with mixed:
+                loss, parts = objective.loss(model, cast(inputs), labels)
             if not ranks.all_finite(loss):
                 report.stopped_early = f"non-finite loss at epoch {epoch + 1}, step {step}"
                 break
@@ -239,6 +241,28 @@ def _objective(
 def _projections(objective: Any, pairs: list[str]) -> list[str]:
     projections = getattr(objective, "projections", {})
     return [f"{pairs[int(i)]}: {p.in_features}→{p.out_features}" for i, p in projections.items()]
+
+
+def autocast(precision: str, model: nn.Module) -> contextlib.AbstractContextManager[Any]:
+    """The context a training step's forward passes and loss run in for ``precision`` (see
+    :class:`FinetuneConfig`): ``torch.autocast`` to bfloat16 on the model's device, or nothing.
+    A model already in a low-precision dtype trains as it is."""
+    param = next(model.parameters(), None)
+    device = "cpu" if param is None else param.device.type
+    if precision == "auto":
+        precision = "bf16" if _fast_bf16(device) else "fp32"
+    if precision == "fp32" or param is None or param.dtype != torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device, dtype=torch.bfloat16)
+
+
+def _fast_bf16(device: str) -> bool:
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    # AMX tiles multiply bfloat16 natively; without them oneDNN emulates it (torch has no
+    # public query, hence the private one, read defensively).
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return device == "cpu" and amx is not None and bool(amx())
 
 
 @contextlib.contextmanager

@@ -226,3 +226,34 @@ def test_without_a_budget_the_run_is_its_epochs():
     model, batches = zoo.build("mlp")
     report = pk.finetune_(model, batches, epochs=2, progress=False)
     assert not report.out_of_time and report.steps == 2 * len(batches)
+
+
+def test_bf16_mixed_precision_learns_with_fp32_weights_and_the_masks_kept():
+    model, batches = zoo.build("mlp")
+    pk.prune_(model, pk.MagnitudeConfig(sparsity=0.5))
+    zeros = _zero_masks(model)
+    before = top1_accuracy(model, batches)[0]
+    seen = []
+    first = next(iter(select_layers(model).values()))
+    hook = first.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    report = pk.finetune_(
+        model, batches, epochs=20, lr=1e-2, precision="bf16", eval_data=batches, progress=False
+    )
+    hook.remove()
+    assert seen[0] == torch.bfloat16  # the training steps ran under autocast
+    assert seen[-1] == torch.float32  # evaluation did not
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert report.final_accuracy > before + 0.3
+    for name, m in select_layers(model).items():
+        assert torch.equal(m.weight == 0, zeros[name]), name
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_amx(monkeypatch):
+    from prunekit.train.loop import autocast
+
+    model = torch.nn.Linear(4, 4)
+    for amx in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        with autocast("auto", model):
+            out = model(torch.randn(2, 4))
+        assert out.dtype == (torch.bfloat16 if amx else torch.float32)
