@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 import prunekit as pk
-from bench.common import machine, write
+from bench.common import machine, minilm_scores, write
 from prunekit.data import load_data
 from prunekit.data.batches import split_batch
 from prunekit.measure import count_nonzeros, count_params
@@ -181,8 +181,7 @@ def _minilm_students() -> dict[str, Any]:
 def minilm(epochs: int, seed: int, lines: int | None = None) -> dict[str, Any]:
     """Compressed all-MiniLM-L6-v2 students: as cut, and distilled from the 6-layer model."""
     from prunekit.measure.latency import time_models
-    from prunekit.measure.retrieval import retrieval_scores, wordnet_retrieval
-    from prunekit.measure.text import embedding_fidelity
+    from prunekit.measure.retrieval import wordnet_retrieval
     from prunekit.models.hf import load_tokenizer
     from prunekit.specs import load_model
 
@@ -194,12 +193,7 @@ def minilm(epochs: int, seed: int, lines: int | None = None) -> dict[str, Any]:
     example, _ = split_batch(next(iter(test)))
 
     def score(m: nn.Module) -> dict[str, float]:
-        r = retrieval_scores(m, tok, task)
-        return {
-            "recall@1": r.recall_at_1,
-            "MRR": r.mrr,
-            "fidelity": embedding_fidelity(m, teacher, test),
-        }
+        return minilm_scores(m, teacher, tok, task, test)
 
     config = pk.DistillConfig(
         alpha=1.0, output_loss="cosine", hidden="auto", epochs=epochs, lr=5e-4, seed=seed

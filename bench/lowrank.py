@@ -22,22 +22,21 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 import prunekit as pk
-from bench.common import machine, write
+from bench import common
 from prunekit.data import load_data
 from prunekit.data.splits import Splits
 from prunekit.measure import count_macs, count_params, time_models
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.measure.render import markdown_table
-from prunekit.models import pretrained
 
 
 @dataclass(frozen=True)
@@ -92,25 +91,14 @@ def run_one(
     args: argparse.Namespace,
     log: Callable[[str], None],
 ) -> tuple[dict[str, Any], nn.Module | None]:
-    test = data.loader("test", batch_size=1000)
-    example, _ = next(iter(data.loader("train", batch_size=128, seed=0)))
+    test, example = common.test_and_example(data)
     row: dict[str, Any] = {"model": spec.name, "method": method, "target": reduction}
     model = copy.deepcopy(dense)
-    start = time.perf_counter()
-    try:
-        row.update(compress_(model, spec, method, reduction, example[:1]))
-    except Exception as e:
-        row["error"] = f"{type(e).__name__}: {e}"
-        row["traceback"] = traceback.format_exc()
-        log(row["traceback"].rstrip())
+    compress = partial(compress_, model, spec, method, reduction, example[:1])
+    if not common.run_step(row, "compress_seconds", compress, log):
         return row, None
-    row["compress_seconds"] = time.perf_counter() - start
     row["accuracy_after_compress"] = top1_accuracy(model, test, num_samples=PRUNED_EVAL)[0]
-    train = data.loader("train", batch_size=128, seed=0, num_samples=args.train_samples)
-    tuned = pk.finetune_(model, train, epochs=args.epochs or spec.epochs, lr=args.lr,
-                         progress=False, seed=0)  # fmt: skip
-    row["finetune_seconds"] = tuned.seconds
-    row["accuracy"] = top1_accuracy(model, test)[0]
+    row.update(common.finetune_scored(model, data, test, args.epochs or spec.epochs, args))
     row["dense_accuracy"] = dense_row["accuracy"]
     row["params"] = count_params(model)
     row["macs"] = count_macs(model, example[:1]).dense
@@ -118,49 +106,29 @@ def run_one(
     return row, model
 
 
-def main(argv: list[str] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    log = log or _log
+def main(argv: list[str] | None = None, log: Callable[[str], None] = common.echo) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS))
     parser.add_argument("--methods", nargs="+", choices=METHODS)
-    parser.add_argument("--reductions", nargs="+", type=float)
-    parser.add_argument("--epochs", type=int, help="for every model (default: per model)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds per timing")
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="smoke check: LeNet-5, 2×, 1 epoch on 6,000 images; writes nothing",
-    )  # fmt: skip
+    common.add_finetune_args(
+        parser, "smoke check: LeNet-5, 2×, 1 epoch on 6,000 images; writes nothing"
+    )
     args = parser.parse_args(argv)
-    args.train_samples = 6000 if args.quick else None
-    if args.quick:
-        args.models = args.models or ["lenet5"]
-        args.reductions = args.reductions or [2.0]
-        args.epochs = args.epochs or 1
-        args.min_run_time = 0.3
-    args.models = args.models or list(MODELS)
-    args.methods = args.methods or METHODS
-    args.reductions = args.reductions or REDUCTIONS
+    quick = {"models": ["lenet5"], "reductions": [2.0], "epochs": 1}
+    common.fill_args(
+        args, quick, {"models": list(MODELS), "methods": METHODS, "reductions": REDUCTIONS}
+    )
     torch.manual_seed(0)
 
     began = time.perf_counter()
     data = load_data("fashion-mnist")
-    test = data.loader("test", batch_size=1000)
-    example, _ = next(iter(data.loader("train", batch_size=128, seed=0)))
+    test, example = common.test_and_example(data)
     inputs = next(iter(data.loader("test", batch_size=max(BATCH_SIZES))))[0]
     dense_rows, results = [], []
     for name in args.models:
         spec = MODELS[name]
-        dense = pretrained(name, progress=False)
-        dense_row = {
-            "model": name,
-            "accuracy": top1_accuracy(dense, test)[0],
-            "params": count_params(dense),
-            "macs": count_macs(dense, example[:1]).dense,
-            "epochs": args.epochs or spec.epochs,
-        }
+        dense, dense_row = common.load_dense(spec, test, example, args, log)
         dense_rows.append(dense_row)
-        log(f"{spec.label}: dense accuracy {dense_row['accuracy']:.4f}")
         rows, models = [], []
         for reduction in args.reductions:
             for method in args.methods:
@@ -170,7 +138,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] | None = None
                 rows.append(row)
                 if model is not None:
                     models.append((row, model))
-                log(_summary(row))
+                log(common.summary(row, "method", 12, _done))
         # Every variant of this model against the dense one, interleaved in one timing run.
         timed = time_models(
             [dense, *(m for _, m in models)], inputs, batch_sizes=BATCH_SIZES,
@@ -181,21 +149,8 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] | None = None
             row["latency_ms"] = latency.median_ms
             row["speedup"] = {b: timed[0].median_ms[b] / latency.median_ms[b] for b in BATCH_SIZES}
         results += rows
-    minutes = (time.perf_counter() - began) / 60
-    payload = {
-        "machine": machine(),
-        "args": vars(args),
-        "minutes": minutes,
-        "dense": dense_rows,
-        "results": results,
-        "targets": targets(results),
-    }
-    markdown = render(payload)
-    log(markdown)
-    log(f"total {minutes:.1f} min")
-    if not args.quick:
-        js, md = write("lowrank", payload, markdown)
-        log(f"wrote {js} and {md}")
+    payload = common.run_payload(args, began, dense_rows, results, targets(results))
+    common.finish("lowrank", payload, render(payload), args, log)
     return payload
 
 
@@ -214,8 +169,8 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {
             "target": f"low-rank within {WITHIN_PTS} point of channel pruning at 2× fewer MACs",
             "met": gap <= WITHIN_PTS,
-            "detail": f"{best['method']} {_pct(best['accuracy'])} vs channel "
-            f"{_pct(channel['accuracy'])} ({-gap:+.2f} pts)",
+            "detail": f"{best['method']} {common.pct(best['accuracy'])} vs channel "
+            f"{common.pct(channel['accuracy'])} ({-gap:+.2f} pts)",
         },
         *(
             {
@@ -230,14 +185,10 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def render(payload: dict[str, Any]) -> str:
     info, args = payload["machine"], payload["args"]
-    budget = ", ".join(
-        f"{MODELS[d['model']].label} {d['epochs']} epoch{'s' * (d['epochs'] > 1)}"
-        for d in payload["dense"]
-    )
+    budget = common.epochs_budget(payload["dense"], MODELS)
     header = (
         "# Low-rank factorization vs channel pruning at equal MACs (Fashion-MNIST)\n\n"
-        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
-        f"{info['torch_threads']} threads, {info['date']}; whole run {payload['minutes']:.0f} "
+        f"{common.machine_line(info)}; whole run {payload['minutes']:.0f} "
         f"min (the machine was shared with other work: absolute times are noisy, ratios come "
         f"from interleaved runs). Every row compresses a fresh copy of the trained dense model "
         f"to the MAC target, then fine-tunes it: {budget}, AdamW lr {args['lr']} with warm-up "
@@ -251,63 +202,23 @@ def render(payload: dict[str, Any]) -> str:
         f"mode, channels_last, median of ≥5 blocks of ≥{args['min_run_time']:g} s). One run, "
         f"one seed: a few tenths of a point are within fine-tuning noise.\n\n"
     )
-    rows = []
-    for dense in payload["dense"]:
-        label = MODELS[dense["model"]].label
-        ms = dense.get("latency_ms", {})
-        rows.append([label, "–", "dense", "–", _pct(dense["accuracy"]), "–",
-                     f"{dense['params']:,}", f"{dense['macs'] / 1e6:.2f}", "1.00×",
-                     *(f"{ms[b]:.2f} ms" if b in ms else "–" for b in BATCH_SIZES)])  # fmt: skip
-        for r in payload["results"]:
-            if r["model"] == dense["model"]:
-                rows.append([label, f"{r['target']:g}×", r["method"], *_cells(r)])
+    rows = common.table_rows(
+        payload, MODELS, "method", "accuracy_after_compress", COLUMNS, BATCH_SIZES
+    )
     verdicts = [
         f"- **{'met' if t['met'] else 'missed'}**: {t['target']} (VGG-BN): {t['detail']}."
         for t in payload["targets"]
     ]
-    errors = [
-        f"- {MODELS[r['model']].label}, {r['method']}, {r['target']:g}×: `{r['error']}`"
-        for r in payload["results"]
-        if "error" in r
-    ]
-    text = header + markdown_table(COLUMNS, rows)
-    text += "\n\n## Targets\n\n" + "\n".join(verdicts)
-    if errors:
-        text += "\n\n## Errors (tracebacks in lowrank.json)\n\n" + "\n".join(errors)
-    return text
+    closing = common.targets_and_errors("lowrank", verdicts, payload["results"], MODELS, "method")
+    return header + markdown_table(COLUMNS, rows) + closing
 
 
-def _cells(r: dict[str, Any]) -> list[str]:
-    if "error" in r:
-        return ["error (see below)", *["–"] * (len(COLUMNS) - 4)]
-    return [
-        _pct(r["accuracy_after_compress"]),
-        _pct(r["accuracy"]),
-        f"{100 * (r['accuracy'] - r['dense_accuracy']):+.2f}",
-        f"{r['params']:,}",
-        f"{r['macs'] / 1e6:.2f}",
-        f"{r['macs_reduction']:.2f}×",
-        *(f"{r['speedup'][b]:.2f}×" if "speedup" in r else "–" for b in BATCH_SIZES),
-    ]
-
-
-def _summary(r: dict[str, Any]) -> str:
-    where = f"  {r['target']:g}× {r['method']:12s}"
-    if "error" in r:
-        return f"{where} error: {r['error']}"
+def _done(r: dict[str, Any]) -> str:
     return (
-        f"{where} compressed {_pct(r['accuracy_after_compress'])} → fine-tuned "
-        f"{_pct(r['accuracy'])}, {r['macs_reduction']:.2f}× MACs "
+        f"compressed {common.pct(r['accuracy_after_compress'])} → fine-tuned "
+        f"{common.pct(r['accuracy'])}, {r['macs_reduction']:.2f}× MACs "
         f"({r['compress_seconds'] + r['finetune_seconds']:.0f} s)"
     )
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.2f}"
-
-
-def _log(message: str) -> None:
-    print(message, flush=True)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
 import prunekit as pk
-from bench.common import machine, write
+from bench.common import machine, minilm_scores, write
 from prunekit.data import load_data
 from prunekit.data.batches import split_batch, take_samples
 from prunekit.distill.losses import real_positions
@@ -40,7 +40,6 @@ from prunekit.measure.latency import time_models
 from prunekit.measure.macs import count_macs
 from prunekit.measure.render import markdown_table
 from prunekit.measure.retrieval import retrieval_scores, wordnet_retrieval
-from prunekit.measure.text import embedding_fidelity
 from prunekit.models.hf import load_tokenizer
 from prunekit.specs import load_model
 
@@ -69,12 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     example, _ = split_batch(next(iter(splits.loader("train", batch_size=32))))
 
     def score(m: torch.nn.Module) -> dict[str, float]:
-        r = retrieval_scores(m, tok, task)
-        return {
-            "recall@1": r.recall_at_1,
-            "MRR": r.mrr,
-            "fidelity": embedding_fidelity(m, dense, test),
-        }
+        return minilm_scores(m, dense, tok, task, test)
 
     variants = {
         "heads + FFN, same ratio per layer": pk.MagnitudeConfig(
@@ -251,9 +245,7 @@ def hidden_rows(dense: nn.Module, source: dict, tok: Any, args: Any) -> dict[str
     dense_macs = count_macs(dense, example).dense
 
     def score(encoder: nn.Module, adapted: nn.Module) -> dict[str, float]:
-        r = retrieval_scores(encoder, tok, task)
-        return {"recall@1": r.recall_at_1, "MRR": r.mrr,
-                "fidelity": embedding_fidelity(adapted, dense, test)}  # fmt: skip
+        return minilm_scores(encoder, dense, tok, task, test, embedder=adapted)
 
     r = retrieval_scores(dense, tok, task)
     out: dict[str, Any] = {

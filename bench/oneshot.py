@@ -17,20 +17,22 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 import prunekit as pk
-from bench.common import machine, write
+from bench.common import machine, minilm_scores, write
 from prunekit.calibrate import find_blocks
 from prunekit.data import load_data
-from prunekit.data.batches import split_batch, take_samples
+from prunekit.data.batches import split_batch, take_samples, trim_padding
+from prunekit.data.splits import Splits
 from prunekit.data.text import token_stream
 from prunekit.measure.render import markdown_table
-from prunekit.measure.retrieval import retrieval_scores, wordnet_retrieval
-from prunekit.measure.text import embedding_fidelity, perplexity
+from prunekit.measure.retrieval import wordnet_retrieval
+from prunekit.measure.text import perplexity
 from prunekit.models.gpt_tiny import gpt_tiny_corpus, windows
 from prunekit.models.hf import load_tokenizer
 from prunekit.specs import load_model
@@ -57,10 +59,22 @@ def config(method: str, setting: str, model: nn.Module) -> pk.PruneConfig:
     return pk.SparseGPTConfig(num_samples=CALIBRATION, refine=False, **fields)
 
 
-def gpt_tiny_task() -> tuple[nn.Module, Any, Any, str]:
+class Task(NamedTuple):
+    """A model to prune and how it is measured: its calibration samples (the first of its
+    training split), ``score(model, dense)`` (named figures), a sentence saying what they are
+    measured on, and the model's data splits."""
+
+    model: nn.Module
+    calib: list[Any]
+    score: Callable[[nn.Module, nn.Module], dict[str, float]]
+    setting: str
+    splits: Splits
+
+
+def gpt_tiny_task(calibration: int = CALIBRATION) -> Task:
     model, source = load_model("builtin:gpt-tiny")
     tok = load_tokenizer(source["path"])
-    calib = load_data(source["dataset"], tokenizer=tok, seq_len=SEQ_LEN, mode="stream")
+    splits = load_data(source["dataset"], tokenizer=tok, seq_len=SEQ_LEN, mode="stream")
     lines = [x for x in gpt_tiny_corpus()["eval"].read_text().splitlines() if x.strip()]
     wins = windows(token_stream(tok, lines), SEQ_LEN)
     evaluation = [
@@ -71,39 +85,30 @@ def gpt_tiny_task() -> tuple[nn.Module, Any, Any, str]:
         return {"perplexity": perplexity(m, evaluation)}
 
     setting = f"perplexity on {len(wins)} held-out windows × {SEQ_LEN} tokens"
-    return (
-        model,
-        list(take_samples(calib.loader("train", batch_size=8), CALIBRATION)),
-        score,
-        setting,
-    )
+    samples = list(take_samples(splits.loader("train", batch_size=8), calibration))
+    return Task(model, samples, score, setting, splits)
 
 
-def minilm_task() -> tuple[nn.Module, Any, Any, str]:
+def minilm_task(calibration: int = CALIBRATION, queries: int = 1000, trim: bool = False) -> Task:
+    """``queries``: held-out WordNet definitions retrieval is scored on; ``trim``: padding trimmed
+    from the fidelity batches."""
     model, source = load_model("builtin:minilm")
     tok = load_tokenizer(source["path"])
     splits = load_data(source["dataset"], tokenizer=tok, seq_len=SEQ_LEN, mode="lines")
-    task = wordnet_retrieval(1000)
-    test = splits.loader("test", batch_size=32)
+    task = wordnet_retrieval(queries)
+    test: Any = splits.loader("test", batch_size=32)
+    if trim:
+        test = [trim_padding(b) for b in test]
 
     def score(m: nn.Module, dense: nn.Module) -> dict[str, float]:
-        r = retrieval_scores(m, tok, task)
-        return {
-            "recall@1": r.recall_at_1,
-            "MRR": r.mrr,
-            "fidelity": embedding_fidelity(m, dense, test),
-        }
+        return minilm_scores(m, dense, tok, task, test)
 
     setting = (
-        f"retrieval on {task.name} (1,000 held-out definitions → words); fidelity on "
+        f"retrieval on {task.name} ({queries:,} held-out definitions → words); fidelity on "
         f"{len(splits.test)} held-out gloss lines"
     )
-    return (
-        model,
-        list(take_samples(splits.loader("train", batch_size=32), CALIBRATION)),
-        score,
-        setting,
-    )
+    samples = list(take_samples(splits.loader("train", batch_size=32), calibration))
+    return Task(model, samples, score, setting, splits)
 
 
 TASKS = {"gpt-tiny": gpt_tiny_task, "minilm": minilm_task}
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     results, sections = [], []
     for name in args.models:
-        dense, calib, score, setting = TASKS[name]()
+        dense, calib, score, setting, _ = TASKS[name]()
         forward_s = forward_seconds(dense, calib)
         base = score(dense, dense)
         print(f"{name}: dense {base}; one calibration forward pass {forward_s:.1f} s", flush=True)

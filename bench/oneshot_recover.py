@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,17 +29,11 @@ from torch import nn
 
 import prunekit as pk
 from bench.common import machine, write
-from prunekit.data import load_data
-from prunekit.data.batches import take_samples, trim_padding
+from bench.oneshot import gpt_tiny_task, minilm_task
+from prunekit.calibrate import find_blocks
 from prunekit.distill.recover import recover_
 from prunekit.measure.render import markdown_table
-from prunekit.measure.retrieval import retrieval_scores, wordnet_retrieval
-from prunekit.measure.text import embedding_fidelity, perplexity
-from prunekit.models.gpt_tiny import gpt_tiny_corpus, windows
-from prunekit.models.hf import load_tokenizer
-from prunekit.specs import load_model
 
-SEQ_LEN = 128
 QUERIES = 5000
 CALIBRATION = 512  # the most any variant reads; the others read the first num_samples
 
@@ -57,61 +52,28 @@ def variants(setting: str) -> dict[str, pk.PruneConfig]:
     }
 
 
-def minilm_task() -> tuple[nn.Module, list[Any], Any, Any, str]:
-    model, source = load_model("builtin:minilm")
-    tok = load_tokenizer(source["path"])
-    splits = load_data(source["dataset"], tokenizer=tok, seq_len=SEQ_LEN, mode="lines")
-    task = wordnet_retrieval(QUERIES)
-    test = [trim_padding(b) for b in splits.loader("test", batch_size=32)]
-
-    def score(m: nn.Module, dense: nn.Module) -> dict[str, float]:
-        r = retrieval_scores(m, tok, task)
-        return {"recall@1": r.recall_at_1, "MRR": r.mrr,
-                "fidelity": embedding_fidelity(m, dense, test)}  # fmt: skip
-
-    calib = list(take_samples(splits.loader("train", batch_size=32), CALIBRATION))
-    train = splits.loader("train", batch_size=32, seed=0)
-    setting = (
-        f"retrieval on {task.name} ({QUERIES:,} held-out definitions → words); fidelity on "
-        f"{len(splits.test)} held-out gloss lines; recovery text: the {len(splits.train):,} "
-        "training gloss lines, batches of 32"
-    )
-    return model, calib, train, score, setting
+# The models as bench.oneshot builds them, with more calibration samples (and MiniLM with more
+# queries, its fidelity batches trimmed of padding).
+TASKS = {
+    "minilm": partial(minilm_task, CALIBRATION, queries=QUERIES, trim=True),
+    "gpt-tiny": partial(gpt_tiny_task, CALIBRATION),
+}
+# What recovery trains on: the training split's samples, in batches of this many.
+RECOVERY = {"minilm": ("gloss lines", 32), "gpt-tiny": ("windows", 8)}
 
 
-def gpt_tiny_task() -> tuple[nn.Module, list[Any], Any, Any, str]:
-    model, source = load_model("builtin:gpt-tiny")
-    tok = load_tokenizer(source["path"])
-    splits = load_data(source["dataset"], tokenizer=tok, seq_len=SEQ_LEN, mode="stream")
-    lines = [x for x in gpt_tiny_corpus()["eval"].read_text().splitlines() if x.strip()]
-    wins = windows(_stream(tok, lines), SEQ_LEN)
-    evaluation = [
-        {"input_ids": wins[i : i + 32], "labels": wins[i : i + 32]} for i in range(0, len(wins), 32)
-    ]
-
-    def score(m: nn.Module, _dense: nn.Module) -> dict[str, float]:
-        return {"perplexity": perplexity(m, evaluation)}
-
-    calib = list(take_samples(splits.loader("train", batch_size=8), CALIBRATION))
-    train = splits.loader("train", batch_size=8, seed=0)
-    setting = (
-        f"perplexity on {len(wins)} held-out windows × {SEQ_LEN} tokens; recovery text: the "
-        f"{len(splits.train):,} training windows, batches of 8"
-    )
-    return model, calib, train, score, setting
-
-
-def _stream(tok: Any, lines: list[str]) -> Any:
-    from prunekit.data.text import token_stream
-
-    return token_stream(tok, lines)
-
-
-TASKS = {"minilm": minilm_task, "gpt-tiny": gpt_tiny_task}
+def recovery_task(name: str) -> tuple[nn.Module, list[Any], Any, Any, str]:
+    """``TASKS[name]`` plus the loader recovery trains on (the training split, shuffled with
+    seed 0); the setting says so."""
+    dense, calib, score, setting, splits = TASKS[name]()
+    what, batch_size = RECOVERY[name]
+    train = splits.loader("train", batch_size=batch_size, seed=0)
+    recovery = f"recovery text: the {len(splits.train):,} training {what}, batches of {batch_size}"
+    return dense, calib, train, score, f"{setting}; {recovery}"
 
 
 def run_model(name: str, minutes: float, settings: list[str]) -> tuple[list[dict[str, Any]], str]:
-    dense, calib, train, score, setting = TASKS[name]()
+    dense, calib, train, score, setting = recovery_task(name)
     base = score(dense, dense)
     print(f"{name}: dense {base}", flush=True)
     results = [{"model": name, "setting": "-", "variant": "dense", **base}]
@@ -149,8 +111,6 @@ def run_model(name: str, minutes: float, settings: list[str]) -> tuple[list[dict
 
 
 def _pruned_layers(model: nn.Module) -> list[nn.Module]:
-    from prunekit.calibrate import find_blocks
-
     blocks = find_blocks(model)
     assert blocks is not None
     return [m for _, b in blocks for m in b.modules() if isinstance(m, nn.Linear)

@@ -197,7 +197,7 @@ def cnn_main(names: list[str], min_run_time: float) -> dict[str, Any]:
 
 
 def minilm_main(args: argparse.Namespace) -> dict[str, Any]:
-    dense, calib, score, setting = minilm_task()
+    dense, calib, score, setting, _ = minilm_task()
     base = score(dense, dense)
     print(f"minilm fp32: {base}", flush=True)
 

@@ -25,7 +25,6 @@ import argparse
 import copy
 import itertools
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +33,7 @@ import torch_pruning as tp
 from torch import nn
 
 import prunekit as pk
-from bench.common import machine, write
+from bench import common
 from bench.structured import MODELS, tp_magnitude_
 from prunekit.data import load_data
 from prunekit.data.splits import Splits
@@ -96,55 +95,39 @@ def run_one(
     example = calibration[0][0]
     row: dict[str, Any] = {"model": name, "criterion": criterion, "target": reduction}
     model = copy.deepcopy(dense)
-    start = time.perf_counter()
-    try:
+
+    def prune() -> dict[str, Any]:
         if criterion == "tp-magnitude":
-            row.update(tp_magnitude_(model, reduction, example[:1], spec.output, spec.round_to))
-        else:
-            assert target is not None  # Torch-Pruning runs first and sets the widths
-            config = prunekit_config(criterion, widths(dense, spec.output), target)
-            report = pk.prune_(model, config, data=calibration, example_inputs=(example,))
-            row["refits"] = [vars(r) for r in report.refits]
-    except Exception as e:
-        row["error"] = f"{type(e).__name__}: {e}"
-        row["traceback"] = traceback.format_exc()
-        log(row["traceback"].rstrip())
+            return tp_magnitude_(model, reduction, example[:1], spec.output, spec.round_to)
+        assert target is not None  # Torch-Pruning runs first and sets the widths
+        config = prunekit_config(criterion, widths(dense, spec.output), target)
+        report = pk.prune_(model, config, data=calibration, example_inputs=(example,))
+        return {"refits": [vars(r) for r in report.refits]}
+
+    if not common.run_step(row, "prune_seconds", prune, log):
         return row
-    row["prune_seconds"] = time.perf_counter() - start
     row["widths"] = widths(model, spec.output)
     row["macs"] = count_macs(model, example[:1]).dense
     row["macs_reduction"] = dense_macs / row["macs"]
     row["accuracy_after_prune"] = top1_accuracy(model, test)[0]
-    # A fresh loader per run: a loader's shuffling generator advances with every pass.
-    train = data.loader("train", batch_size=128, seed=0, num_samples=args.train_samples)
-    finetuned = pk.finetune_(model, train, epochs=args.epochs, lr=args.lr, progress=False, seed=0)
-    row["finetune_seconds"] = finetuned.seconds
-    row["accuracy"] = top1_accuracy(model, test)[0]
+    row.update(common.finetune_scored(model, data, test, args.epochs, args))
     return row
 
 
-def main(argv: list[str] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    log = log or _log
+def main(argv: list[str] | None = None, log: Callable[[str], None] = common.echo) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS))
     parser.add_argument("--criteria", nargs="+", choices=CRITERIA[1:], help="prunekit rows")
-    parser.add_argument("--reductions", nargs="+", type=float)
-    parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs, every row")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke check: LeNet-5, 3×, 1 epoch on 6,000 images; writes nothing",
+    common.add_finetune_args(
+        parser,
+        "smoke check: LeNet-5, 3×, 1 epoch on 6,000 images; writes nothing",
+        epochs=1,
+        timing=False,
     )
     args = parser.parse_args(argv)
-    args.train_samples = 6000 if args.quick else None
-    if args.quick:
-        args.models = args.models or ["lenet5"]
-        args.reductions = args.reductions or [3.0]
-        args.epochs = 1
-    args.models = args.models or list(MODELS)
+    quick = {"models": ["lenet5"], "reductions": [3.0]}
+    common.fill_args(args, quick, {"models": list(MODELS), "reductions": REDUCTIONS})
     args.criteria = ["tp-magnitude", *(args.criteria or DEFAULT_CRITERIA)]
-    args.reductions = args.reductions or REDUCTIONS
     torch.manual_seed(0)
 
     began = time.perf_counter()
@@ -171,35 +154,15 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] | None = None
                     target = row.get("widths")
                 row["dense_accuracy"] = dense_row["accuracy"]
                 results.append(row)
-                log(_summary(row))
+                log(common.summary(row, "criterion", 22, _done))
         # Written after each model too: a run cut short keeps the models it finished.
-        payload = _payload(args, began, dense_rows, results)
+        payload = common.run_payload(
+            args, began, dense_rows, results, targets(results), torch_pruning=tp.__version__
+        )
         if not args.quick:
-            write("reconstruct", payload, render(payload))
-    markdown = render(payload)
-    log(markdown)
-    log(f"total {payload['minutes']:.1f} min")
-    if not args.quick:
-        js, md = write("reconstruct", payload, markdown)
-        log(f"wrote {js} and {md}")
+            common.write("reconstruct", payload, render(payload))
+    common.finish("reconstruct", payload, render(payload), args, log)
     return payload
-
-
-def _payload(
-    args: argparse.Namespace,
-    began: float,
-    dense: list[dict[str, Any]],
-    results: list[dict[str, Any]],
-) -> dict[str, Any]:
-    return {
-        "machine": machine(),
-        "args": vars(args),
-        "torch_pruning": tp.__version__,
-        "minutes": (time.perf_counter() - began) / 60,
-        "dense": dense,
-        "results": results,
-        "targets": targets(results),
-    }
 
 
 def _peer(results: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
@@ -246,8 +209,7 @@ def render(payload: dict[str, Any]) -> str:
     share = "" if args["train_samples"] is None else f" on {args['train_samples']:,} images"
     header = (
         "# Reconstruction after channel pruning: prunekit vs Torch-Pruning at equal widths\n\n"
-        f"Machine: {info['cpu']}, {info['cores']} cores (shared with other jobs while it ran), "
-        f"torch {info['torch']}, {info['torch_threads']} threads, {info['date']}; whole run "
+        f"{common.machine_line(info, ' (shared with other jobs while it ran)')}; whole run "
         f"{payload['minutes']:.0f} min. Fashion-MNIST. For each MAC target Torch-Pruning "
         f"({payload['torch_pruning']}, L1 magnitude) prunes the trained dense model until its "
         f"own MAC count is reduced that much (VGG-BN widths multiples of 8); prunekit is then "
@@ -265,7 +227,7 @@ def render(payload: dict[str, Any]) -> str:
     for dense in payload["dense"]:
         label = MODELS[dense["model"]].label
         rows.append([label, "–", "dense", _widths(dense["widths"]), "1.00×", "–",
-                     _pct(dense["accuracy"]), "–", "–", "–"])  # fmt: skip
+                     common.pct(dense["accuracy"]), "–", "–", "–"])  # fmt: skip
         for r in payload["results"]:
             if r["model"] == dense["model"]:
                 rows.append([label, f"{r['target']:g}×", r["criterion"],
@@ -275,21 +237,15 @@ def render(payload: dict[str, Any]) -> str:
         f"{MODELS[t['model']].label}, {t['criterion']}: {t['detail']}."
         for t in payload["targets"]
     ]
-    errors = [
-        f"- {MODELS[r['model']].label}, {r['criterion']}, {r['target']:g}×: `{r['error']}`"
-        for r in payload["results"]
-        if "error" in r
-    ]
-    text = header + markdown_table(COLUMNS, rows)
-    text += "\n\n## Targets\n\n" + "\n".join(verdicts)
-    if errors:
-        text += "\n\n## Errors (tracebacks in reconstruct.json)\n\n" + "\n".join(errors)
-    return text
+    closing = common.targets_and_errors(
+        "reconstruct", verdicts, payload["results"], MODELS, "criterion"
+    )
+    return header + markdown_table(COLUMNS, rows) + closing
 
 
 def _cells(r: dict[str, Any], peer: dict[str, Any] | None) -> list[str]:
     if "error" in r:
-        return ["error (see below)", *["–"] * (len(COLUMNS) - 4)]
+        return common.error_cells(COLUMNS)
     vs = ["–", "–"]
     if peer is not None and r is not peer:
         vs = [
@@ -299,8 +255,8 @@ def _cells(r: dict[str, Any], peer: dict[str, Any] | None) -> list[str]:
     return [
         _widths(r["widths"]),
         f"{r['macs_reduction']:.2f}×",
-        _pct(r["accuracy_after_prune"]),
-        _pct(r["accuracy"]),
+        common.pct(r["accuracy_after_prune"]),
+        common.pct(r["accuracy"]),
         *vs,
         f"{r['prune_seconds']:.1f}",
     ]
@@ -310,23 +266,12 @@ def _widths(w: dict[str, int]) -> str:
     return "/".join(str(v) for v in w.values())
 
 
-def _summary(r: dict[str, Any]) -> str:
-    where = f"  {r['target']:g}× {r['criterion']:22s}"
-    if "error" in r:
-        return f"{where} error: {r['error']}"
+def _done(r: dict[str, Any]) -> str:
     return (
-        f"{where} widths {_widths(r['widths'])}, {r['macs_reduction']:.2f}× MACs: pruned "
-        f"{_pct(r['accuracy_after_prune'])} → fine-tuned {_pct(r['accuracy'])} "
+        f"widths {_widths(r['widths'])}, {r['macs_reduction']:.2f}× MACs: pruned "
+        f"{common.pct(r['accuracy_after_prune'])} → fine-tuned {common.pct(r['accuracy'])} "
         f"({r['prune_seconds']:.0f} s + {r['finetune_seconds']:.0f} s)"
     )
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.2f}"
-
-
-def _log(message: str) -> None:
-    print(message, flush=True)
 
 
 if __name__ == "__main__":

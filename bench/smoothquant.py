@@ -173,7 +173,7 @@ def minilm(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def gpt_tiny(args: argparse.Namespace) -> dict[str, Any]:
-    dense, calib, score, setting = gpt_tiny_task()
+    dense, calib, score, setting, _ = gpt_tiny_task()
     variants: dict[str, nn.Module] = {"fp32": dense}
     variants["int8-dynamic"] = copy.deepcopy(dense)
     quantize_(variants["int8-dynamic"], Int8DynamicConfig(min_features=0))

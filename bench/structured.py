@@ -23,9 +23,9 @@ import argparse
 import copy
 import statistics
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -33,13 +33,12 @@ import torch_pruning as tp
 from torch import nn
 
 import prunekit as pk
-from bench.common import machine, write
+from bench import common
 from prunekit.data import load_data
 from prunekit.data.splits import Splits
 from prunekit.measure import count_macs, count_params, time_models
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.measure.render import markdown_table
-from prunekit.models import pretrained
 
 
 @dataclass(frozen=True)
@@ -75,10 +74,6 @@ MAX_DROP_PTS = 1.0
 SPEEDUP_PER_MAC = 0.8
 COLUMNS = ["model", "MACs target", "criterion", "pruned", "fine-tuned", "Δ pts", "params",
            "MMACs", "MACs ÷", *(f"speed-up b{b}" for b in BATCH_SIZES)]  # fmt: skip
-
-
-class NotApplicable(Exception):
-    """A criterion that does not apply to a model (bn-scale without BatchNorm)."""
 
 
 def prunekit_config(criterion: str, reduction: float, round_to: int) -> pk.PruneConfig:
@@ -124,6 +119,15 @@ def tp_magnitude_(
     return {"tp_steps": steps, "tp_macs_reduction": base / macs}
 
 
+def not_applicable(model: nn.Module, spec: Model, criterion: str) -> str | None:
+    """Why ``criterion`` does not apply to ``model`` (bn-scale without BatchNorm), or None."""
+    if criterion == "bn-scale" and not any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        return f"{spec.label} has no BatchNorm to rank channels by"
+    return None
+
+
 def prune(
     model: nn.Module,
     spec: Model,
@@ -135,10 +139,6 @@ def prune(
     """Prune ``model`` in place; what the pruner said about it."""
     if criterion == "tp-magnitude":
         return tp_magnitude_(model, reduction, example[:1], spec.output, spec.round_to)
-    if criterion == "bn-scale" and not any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
-    ):
-        raise NotApplicable(f"{spec.label} has no BatchNorm to rank channels by")
     config = prunekit_config(criterion, reduction, spec.round_to)
     calibration = data.loader("train", batch_size=128, seed=0) if criterion == "taylor" else None
     report = pk.prune_(model, config, data=calibration, example_inputs=(example,))
@@ -155,29 +155,18 @@ def run_one(
     args: argparse.Namespace,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    test = data.loader("test", batch_size=1000)
-    example, _ = next(iter(data.loader("train", batch_size=128, seed=0)))
+    test, example = common.test_and_example(data)
     row: dict[str, Any] = {"model": spec.name, "criterion": criterion, "target": reduction}
+    skipped = not_applicable(dense, spec, criterion)
+    if skipped is not None:
+        row["skipped"] = skipped
+        return row
     model = copy.deepcopy(dense)
-    start = time.perf_counter()
-    try:
-        row.update(prune(model, spec, criterion, reduction, data, example))
-    except NotApplicable as e:
-        row["skipped"] = str(e)
+    step = partial(prune, model, spec, criterion, reduction, data, example)
+    if not common.run_step(row, "prune_seconds", step, log):
         return row
-    except Exception as e:
-        row["error"] = f"{type(e).__name__}: {e}"
-        row["traceback"] = traceback.format_exc()
-        log(row["traceback"].rstrip())
-        return row
-    row["prune_seconds"] = time.perf_counter() - start
     row["accuracy_after_prune"] = top1_accuracy(model, test, num_samples=PRUNED_EVAL)[0]
-    # A fresh loader per run: a loader's shuffling generator advances with every pass.
-    train = data.loader("train", batch_size=128, seed=0, num_samples=args.train_samples)
-    epochs = args.epochs or spec.epochs
-    finetuned = pk.finetune_(model, train, epochs=epochs, lr=args.lr, progress=False, seed=0)
-    row["finetune_seconds"] = finetuned.seconds
-    row["accuracy"] = top1_accuracy(model, test)[0]
+    row.update(common.finetune_scored(model, data, test, args.epochs or spec.epochs, args))
     row["params"] = count_params(model)
     row["macs"] = count_macs(model, example[:1]).dense
     row["macs_reduction"] = dense_macs / row["macs"]
@@ -192,75 +181,43 @@ def run_one(
     return row
 
 
-def main(argv: list[str] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    log = log or _log
+def main(argv: list[str] | None = None, log: Callable[[str], None] = common.echo) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS))
     parser.add_argument("--criteria", nargs="+", choices=CRITERIA)
-    parser.add_argument("--reductions", nargs="+", type=float)
-    parser.add_argument("--epochs", type=int, help="for every model (default: per model)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds per timing")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke check: LeNet-5, 2×, magnitude vs tp-magnitude, 1/10 epoch; writes nothing",
+    common.add_finetune_args(
+        parser, "smoke check: LeNet-5, 2×, magnitude vs tp-magnitude, 1/10 epoch; writes nothing"
     )
     args = parser.parse_args(argv)
-    args.train_samples = 6000 if args.quick else None
-    if args.quick:
-        args.models = args.models or ["lenet5"]
-        args.criteria = args.criteria or ["magnitude", "tp-magnitude"]
-        args.reductions = args.reductions or [2.0]
-        args.epochs = args.epochs or 1
-        args.min_run_time = 0.3
-    args.models = args.models or list(MODELS)
-    args.criteria = args.criteria or CRITERIA
-    args.reductions = args.reductions or REDUCTIONS
+    quick = {
+        "models": ["lenet5"],
+        "criteria": ["magnitude", "tp-magnitude"],
+        "reductions": [2.0],
+        "epochs": 1,
+    }
+    common.fill_args(
+        args, quick, {"models": list(MODELS), "criteria": CRITERIA, "reductions": REDUCTIONS}
+    )
     torch.manual_seed(0)
 
     began = time.perf_counter()
     data = load_data("fashion-mnist")
-    test = data.loader("test", batch_size=1000)
-    example, _ = next(iter(data.loader("train", batch_size=128, seed=0)))
+    test, example = common.test_and_example(data)
     dense_rows, results = [], []
     for name in args.models:
         spec = MODELS[name]
-        dense = pretrained(name, progress=False)
-        dense_row = {
-            "model": name,
-            "criterion": "dense",
-            "accuracy": top1_accuracy(dense, test)[0],
-            "params": count_params(dense),
-            "macs": count_macs(dense, example[:1]).dense,
-            "epochs": args.epochs or spec.epochs,
-        }
+        dense, dense_row = common.load_dense(spec, test, example, args, log, criterion="dense")
         dense_rows.append(dense_row)
-        log(f"{spec.label}: dense accuracy {dense_row['accuracy']:.4f}")
         for reduction in args.reductions:
             for criterion in args.criteria:
                 row = run_one(spec, dense, dense_row["macs"], criterion, reduction, data, args, log)
                 row["dense_accuracy"] = dense_row["accuracy"]
                 results.append(row)
-                log(_summary(row))
+                log(common.summary(row, "criterion", 12, _done))
         timed = [r["dense_ms"] for r in results if r["model"] == name and "dense_ms" in r]
         dense_row["latency_ms"] = {b: statistics.median(t[b] for t in timed) for b in BATCH_SIZES}
-    info = machine()
-    minutes = (time.perf_counter() - began) / 60
-    payload = {
-        "machine": info,
-        "args": vars(args),
-        "minutes": minutes,
-        "dense": dense_rows,
-        "results": results,
-        "targets": targets(results),
-    }
-    markdown = render(payload)
-    log(markdown)
-    log(f"total {minutes:.1f} min")
-    if not args.quick:
-        js, md = write("structured", payload, markdown)
-        log(f"wrote {js} and {md}")
+    payload = common.run_payload(args, began, dense_rows, results, targets(results))
+    common.finish("structured", payload, render(payload), args, log)
     return payload
 
 
@@ -323,7 +280,7 @@ def _versus_peer(
         "met": bool(pairs) and wins == len(pairs),
         "detail": f"{wins}/{len(pairs)} targets; "
         + "; ".join(
-            f"{m['target']:g}×: {_pct(m['accuracy'])} vs {_pct(p['accuracy'])} "
+            f"{m['target']:g}×: {common.pct(m['accuracy'])} vs {common.pct(p['accuracy'])} "
             f"({m['macs_reduction']:.2f}× vs {p['macs_reduction']:.2f}× MACs)"
             for m, p in pairs
         ),
@@ -332,15 +289,11 @@ def _versus_peer(
 
 def render(payload: dict[str, Any]) -> str:
     info, args = payload["machine"], payload["args"]
-    budget = ", ".join(
-        f"{MODELS[d['model']].label} {d['epochs']} epoch{'s' * (d['epochs'] > 1)}"
-        for d in payload["dense"]
-    )
+    budget = common.epochs_budget(payload["dense"], MODELS)
     share = "" if args["train_samples"] is None else f" on {args['train_samples']:,} images"
     header = (
         "# Structured (channel) pruning on Fashion-MNIST: prunekit vs Torch-Pruning\n\n"
-        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
-        f"{info['torch_threads']} threads, {info['date']}; whole run {payload['minutes']:.0f} "
+        f"{common.machine_line(info)}; whole run {payload['minutes']:.0f} "
         f"min. Every row prunes a fresh copy of the trained dense model to the MAC target, then "
         f"fine-tunes it with the same budget: {budget}{share}, AdamW lr {args['lr']} with "
         f"warm-up + cosine, batch 128, the same data order. Same fraction of channels removed "
@@ -357,60 +310,27 @@ def render(payload: dict[str, Any]) -> str:
         f"the timing noise; accuracy differences of a few tenths of a point are within "
         f"fine-tuning noise.\n\n"
     )
-    rows = []
-    for dense in payload["dense"]:
-        label = MODELS[dense["model"]].label
-        rows.append([label, "–", "dense", *_dense_cells(dense)])
-        for r in payload["results"]:
-            if r["model"] == dense["model"] and "skipped" not in r:
-                rows.append([label, f"{r['target']:g}×", r["criterion"], *_cells(r)])
+    rows = common.table_rows(
+        payload, MODELS, "criterion", "accuracy_after_prune", COLUMNS, BATCH_SIZES
+    )
     verdicts = [
         f"- **{'met' if t['met'] else 'not met'}**: {t['target']}, {MODELS[t['model']].label}"
         + ("" if t["batch"] is None else f", batch {t['batch']}")
         + f": {t['detail']}."
         for t in payload["targets"]
     ]
-    errors = [
-        f"- {MODELS[r['model']].label}, {r['criterion']}, {r['target']:g}×: `{r['error']}`"
-        for r in payload["results"]
-        if "error" in r
-    ]
     skipped = {f"{r['criterion']} on {MODELS[r['model']].label}: {r['skipped']}."
                for r in payload["results"] if "skipped" in r}  # fmt: skip
     text = header + " ".join(sorted(skipped)) + ("\n\n" if skipped else "")
-    text += markdown_table(COLUMNS, rows)
-    text += "\n\n## Targets (prunekit rows only)\n\n" + "\n".join(verdicts)
-    if errors:
-        text += "\n\n## Errors (tracebacks in structured.json)\n\n" + "\n".join(errors)
-    return text
-
-
-def _dense_cells(dense: dict[str, Any]) -> list[str]:
-    """The dense model's row: its absolute latency where pruned rows show their speed-up."""
-    ms = dense.get("latency_ms", {})
-    return [
-        "–",
-        _pct(dense["accuracy"]),
-        "–",
-        f"{dense['params']:,}",
-        f"{dense['macs'] / 1e6:.2f}",
-        "1.00×",
-        *(f"{ms[b]:.2f} ms" if b in ms else "–" for b in BATCH_SIZES),
-    ]
-
-
-def _cells(r: dict[str, Any]) -> list[str]:
-    if "error" in r:
-        return ["error (see below)", *["–"] * (len(COLUMNS) - 4)]
-    return [
-        _pct(r["accuracy_after_prune"]),
-        _pct(r["accuracy"]),
-        f"{-_drop(r):+.2f}",
-        f"{r['params']:,}",
-        f"{r['macs'] / 1e6:.2f}",
-        f"{r['macs_reduction']:.2f}×",
-        *(f"{r['speedup'][b]:.2f}×" for b in BATCH_SIZES),
-    ]
+    closing = common.targets_and_errors(
+        "structured",
+        verdicts,
+        payload["results"],
+        MODELS,
+        "criterion",
+        "Targets (prunekit rows only)",
+    )
+    return text + markdown_table(COLUMNS, rows) + closing
 
 
 def _drop(row: dict[str, Any]) -> float:
@@ -418,26 +338,13 @@ def _drop(row: dict[str, Any]) -> float:
     return 100 * (row["dense_accuracy"] - row["accuracy"])
 
 
-def _summary(r: dict[str, Any]) -> str:
-    where = f"  {r['target']:g}× {r['criterion']:12s}"
-    if "skipped" in r:
-        return f"{where} skipped: {r['skipped']}"
-    if "error" in r:
-        return f"{where} error: {r['error']}"
+def _done(r: dict[str, Any]) -> str:
     return (
-        f"{where} pruned {_pct(r['accuracy_after_prune'])} → fine-tuned {_pct(r['accuracy'])}, "
-        f"{r['macs_reduction']:.2f}× MACs, speed-up "
+        f"pruned {common.pct(r['accuracy_after_prune'])} → fine-tuned "
+        f"{common.pct(r['accuracy'])}, {r['macs_reduction']:.2f}× MACs, speed-up "
         + " / ".join(f"{r['speedup'][b]:.2f}× (b{b})" for b in BATCH_SIZES)
         + f" ({r['prune_seconds'] + r['finetune_seconds']:.0f} s)"
     )
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.2f}"
-
-
-def _log(message: str) -> None:
-    print(message, flush=True)
 
 
 if __name__ == "__main__":
