@@ -33,6 +33,7 @@ from bench.oneshot import gpt_tiny_task, minilm_task
 from prunekit.calibrate import find_blocks
 from prunekit.distill.recover import recover_
 from prunekit.measure.render import markdown_table
+from prunekit.train.loop import fast_bf16
 
 QUERIES = 5000
 CALIBRATION = 512  # the most any variant reads; the others read the first num_samples
@@ -117,6 +118,10 @@ def _pruned_layers(model: nn.Module) -> list[nn.Module]:
             or type(m).__name__ == "Conv1D"]  # fmt: skip
 
 
+# What precision="auto" picks on this machine (bf16 autocast where the CPU has AMX).
+PRECISION = "bf16 autocast" if fast_bf16("cpu") else "fp32"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -130,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         minutes = args.minutes if name == "minilm" else args.gpt_minutes
         got, section = run_model(name, minutes, args.settings)
         results += got
-        sections.append(section + f"\n\nRecovery budget: {minutes:g} min of wall-clock time.")
+        sections.append(section + f"\n\nRecovery budget: {minutes:g} min of wall-clock time, "
+                        f"{PRECISION} (recover_'s precision='auto').")  # fmt: skip
     info = machine()
     header = (
         "# One-shot SparseGPT: each improvement alone, the new defaults, and recovery\n\n"

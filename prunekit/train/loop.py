@@ -250,13 +250,15 @@ def autocast(precision: str, model: nn.Module) -> contextlib.AbstractContextMana
     param = next(model.parameters(), None)
     device = "cpu" if param is None else param.device.type
     if precision == "auto":
-        precision = "bf16" if _fast_bf16(device) else "fp32"
+        precision = "bf16" if fast_bf16(device) else "fp32"
     if precision == "fp32" or param is None or param.dtype != torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device, dtype=torch.bfloat16)
 
 
-def _fast_bf16(device: str) -> bool:
+def fast_bf16(device: str) -> bool:
+    """Whether ``device`` ("cpu", "cuda") multiplies bfloat16 natively: what
+    ``precision="auto"`` trains in bf16 on."""
     if device == "cuda":
         return torch.cuda.is_bf16_supported()
     # AMX tiles multiply bfloat16 natively; without them oneDNN emulates it (torch has no
