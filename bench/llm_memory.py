@@ -1,7 +1,8 @@
 """Time and peak memory of one-shot pruning LLaMA-shaped bf16 models on this CPU.
 
 Models: transformers.LlamaForCausalLM with random weights (seeded), built in bf16. For each
-shape and method (SparseGPT 50 %, Wanda 50 %):
+shape and method (SparseGPT 50 %, Wanda 50 %; in-memory only: magnitude 50 % per layer and
+global, structured magnitude 50 % of the heads and FFN channels, weight-only int4 RTN and GPTQ):
   in-memory   the model is built in the process, then ``prune_`` runs; measured: the rise of
               the process's peak resident memory (VmHWM, reset just before) over its resident
               memory before the call, as a multiple of the model's bytes (target: <= 0.75x).
@@ -40,7 +41,9 @@ SHAPES = {
     "1b": dict(hidden_size=2048, num_hidden_layers=16, intermediate_size=5632,
                num_attention_heads=32, num_key_value_heads=4, vocab_size=32000),
 }  # fmt: skip
-METHODS = ("sparsegpt", "wanda")
+METHODS = ("sparsegpt", "wanda", "magnitude", "magnitude-global", "channel", "rtn", "gptq")
+BLOCK_WISE = ("sparsegpt", "wanda")  # the methods prune_folder runs
+QUANTIZE = ("rtn", "gptq")
 MIB = 1 << 20
 
 
@@ -60,6 +63,16 @@ def _model(shape: str) -> Any:
 def _config(method: str, samples: int) -> Any:
     import prunekit as pk
 
+    if method == "magnitude":
+        return pk.MagnitudeConfig(sparsity=0.5)
+    if method == "magnitude-global":
+        return pk.MagnitudeConfig(sparsity=0.5, scope="global")
+    if method == "channel":
+        return pk.MagnitudeConfig(sparsity=0.5, pattern="channel")
+    if method == "rtn":
+        return pk.RTNConfig(bits=4, group_size=128)
+    if method == "gptq":
+        return pk.GPTQConfig(bits=4, group_size=128, num_samples=samples)
     if method == "sparsegpt":
         # refine=False: the 2023 algorithm. The mask refinement (the default) swaps weights per
         # row and solves each layer twice, which on 2 shared cores would not let the 1B shape
@@ -67,6 +80,18 @@ def _config(method: str, samples: int) -> Any:
         # bound).
         return pk.SparseGPTConfig(sparsity=0.5, num_samples=samples, refine=False)
     return pk.WandaConfig(sparsity=0.5, num_samples=samples)
+
+
+def _compress(model: Any, method: str, samples: int, data: list[Any]) -> float | None:
+    """Run ``method`` on ``model``; returns the sparsity reached (structured: the fraction of
+    the parameters removed; quantization: None)."""
+    import prunekit as pk
+
+    if method in QUANTIZE:
+        pk.quantize_(model, _config(method, samples), data=data)
+        return None
+    report = pk.prune_(model, _config(method, samples), data=data)
+    return report.params_removed if method == "channel" else report.sparsity
 
 
 def _calibration(samples: int, tokens: int) -> list[dict[str, Any]]:
@@ -83,20 +108,17 @@ def _warm_up(method: str) -> None:
     import torch
     import transformers
 
-    import prunekit as pk
-
     config = transformers.LlamaConfig(
         hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=2,
         num_key_value_heads=2, vocab_size=100,
     )  # fmt: skip
     tiny = transformers.LlamaForCausalLM(config).to(torch.bfloat16).eval()
-    pk.prune_(tiny, _config(method, 2), data=[{"input_ids": torch.randint(0, 100, (1, 32))}] * 2)
+    _compress(tiny, method, 2, [{"input_ids": torch.randint(0, 100, (1, 32))}] * 2)
 
 
 def _worker(args: argparse.Namespace) -> dict[str, Any]:
     import gc
 
-    import prunekit as pk
     from prunekit.memory import peak_rss
 
     _warm_up(args.method)
@@ -110,7 +132,7 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
         start = time.perf_counter()
         with peak_rss() as peak:
-            report = pk.prune_(model, _config(args.method, args.samples), data=data)
+            sparsity = _compress(model, args.method, args.samples, data)
         dtype = str(next(model.parameters()).dtype)
     else:
         from prunekit.prune.folder import prune_folder
@@ -122,13 +144,14 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
             report = prune_folder(
                 args.folder, Path(tmp) / "out", _config(args.method, args.samples), data
             )
+        sparsity = report.sparsity
         dtype = "bfloat16 (folder)"
     return {
         "seconds": round(time.perf_counter() - start, 1),
         "model_mib": round(model_bytes / MIB),
         "rise_mib": round(peak.rise / MIB),
         "ratio": round(peak.rise / model_bytes, 3),
-        "sparsity": round(report.sparsity, 4),
+        "sparsity": None if sparsity is None else round(sparsity, 4),
         "dtype": dtype,
     }
 
@@ -170,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         for shape in args.shapes
         for method in args.methods
         for mode in args.modes
+        if mode == "in-memory" or method in BLOCK_WISE
     ]  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory(prefix="llm-memory-") as tmp:
@@ -194,12 +218,17 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"CPU: {info['cpu']} ({info['cores']} cores, shared with other jobs; wall times are "
         f"indicative), torch {info['torch']}. Random weights, bf16; calibration "
-        f"{args.samples} x {args.tokens} random tokens; sparsity 50 %.",
+        f"{args.samples} x {args.tokens} random tokens; sparsity 50 %; int4 weight-only "
+        "quantization with group size 128.",
         "",
         "Shapes: 134m = hidden 768, 12 blocks, FFN 2048, vocab 32000 (the issue's ~119M class); "
         "1b = TinyLlama-1.1B's widths (hidden 2048, FFN 5632, 32 heads / 4 kv heads, vocab "
         "32000) with 16 blocks, 836M parameters. SparseGPT with refine=False (the 2023 "
-        "algorithm). Each row is its own subprocess; rows may come from separate runs (--add).",
+        "algorithm). magnitude-global: scope='global'; channel: MagnitudeConfig(pattern="
+        "'channel'), half the attention heads and FFN channels of every block (its sparsity "
+        "column: the fraction of the model's parameters removed); rtn / gptq: int4 weight-only "
+        "quantization of the blocks' linear layers. Each row is its own subprocess; rows may "
+        "come from separate runs (--add).",
         "",
         "Peak rise: the process's peak resident memory during the call over its resident "
         "memory before it (in-memory: the loaded model is not counted; block-wise: nothing of "
@@ -210,9 +239,10 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---:|---|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        sparsity = "-" if r["sparsity"] is None else f"{r['sparsity']:.3f}"
         lines.append(
             f"| {r['shape']} | {r['model_mib']} | {r['method']} | {r['mode']} | {r['seconds']} "
-            f"| {r['rise_mib']} | {r['ratio']:.2f} | {r['sparsity']:.3f} | {r['dtype']} |"
+            f"| {r['rise_mib']} | {r['ratio']:.2f} | {sparsity} | {r['dtype']} |"
         )
     payload = {"machine": info, "samples": args.samples, "tokens": args.tokens, "rows": rows}
     write("llm_memory", payload, "\n".join(lines))

@@ -101,7 +101,7 @@ def _prune(
             )
         pruner.calibrate(data, loss_fn, getattr(config, "num_samples", None))
     # The schedule's end: the sparsity, or the whole per-layer table when sparsity is 0.
-    pruner.prune_to(config.schedule_final)
+    pruner.prune_once(config.schedule_final)
     return PruneReport.from_layers(
         pruner.method.name, config.to_dict(), pruner.layers, time.perf_counter() - start
     )

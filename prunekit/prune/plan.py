@@ -6,7 +6,8 @@ exactly, to the element: ties are broken by position, never by a threshold that 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -77,6 +78,69 @@ def global_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, 
         out[n] = keep[start : start + size].reshape(scores[n].shape)
         start += size
     return out
+
+
+def sortable_keys(scores: torch.Tensor) -> torch.Tensor:
+    """int32 keys that order like ``scores.float()`` does in ``torch.sort``: -0.0 and +0.0 equal,
+    NaN above everything. scores: any shape → int32 of that shape."""
+    s = scores.float() + 0.0  # -0.0 + 0.0 is +0.0: the sort takes both zeros as equal
+    s = s.masked_fill(s.isnan(), float("nan"))  # one NaN pattern, the positive one
+    bits = s.view(torch.int32)
+    # A float's bits order like an integer when positive and in reverse when negative.
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where the ``k`` lowest scores of a sequence end: every score whose key is below ``key``
+    goes, and so do the first ``ties`` (in order) whose key equals it."""
+
+    key: int
+    ties: int
+
+
+NO_CUT = Cut(-(1 << 31), 0)
+_BINS = 1 << 16
+
+
+def _first_reaching(hist: torch.Tensor, k: int) -> tuple[int, int]:
+    """The first bin where the running count of ``hist`` reaches ``k``, and the count below it."""
+    running = hist.cumsum(0)
+    b = int(torch.searchsorted(running, k))
+    return b, int(running[b - 1]) if b else 0
+
+
+def find_cut(chunks: Callable[[], Iterable[torch.Tensor]], k: int) -> Cut:
+    """The :class:`Cut` that removes exactly the ``k`` lowest scores, ties by position, as a
+    stable sort of every score would. ``chunks()`` yields the scores in order, a part at a time
+    (it is called twice); only a part's keys and two 65536-bin histograms are held: the upper
+    16 bits of the k-th key are found in one pass, its lower 16 bits in the second."""
+    if k <= 0:
+        return NO_CUT
+    high = torch.zeros(_BINS, dtype=torch.int64)
+    for part in chunks():
+        keys = sortable_keys(part).reshape(-1)
+        high += torch.bincount((keys >> 16) + _BINS // 2, minlength=_BINS)
+    top, below = _first_reaching(high, k)
+    low = torch.zeros(_BINS, dtype=torch.int64)
+    for part in chunks():
+        keys = sortable_keys(part).reshape(-1)
+        low += torch.bincount(keys[(keys >> 16) == top - _BINS // 2] & 0xFFFF, minlength=_BINS)
+    bottom, under = _first_reaching(low, k - below)
+    return Cut((top - _BINS // 2) * _BINS + bottom, k - below - under)
+
+
+def keep_above_cut(scores: torch.Tensor, cut: Cut) -> tuple[torch.Tensor, Cut]:
+    """The mask (True = kept) of the next part of the sequence ``cut`` was found on, and the cut
+    for the parts after it (the ties it still removes)."""
+    keys = sortable_keys(scores).reshape(-1)
+    drop = keys < cut.key
+    ties = cut.ties
+    if ties:
+        equal = keys == cut.key
+        drop |= equal & (equal.cumsum(0) <= ties)
+        ties = max(ties - int(torch.count_nonzero(equal)), 0)
+    return (~drop).reshape(scores.shape), Cut(cut.key, ties)
 
 
 def nm_groups(w: torch.Tensor, m: int) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from prunekit.report import Report, Table, shape
@@ -50,7 +51,8 @@ class PruneReport(Report):
                 kind=type(m).__name__,
                 shape=tuple(m.weight.shape),
                 numel=m.weight.numel(),
-                zeros=int((m.weight.detach() == 0).sum()),
+                # count_nonzero: summing a bool tensor first copies it to int64 (8 bytes each)
+                zeros=m.weight.numel() - int(torch.count_nonzero(m.weight.detach())),
             )
             for n, m in layers.items()
         ]

@@ -11,6 +11,7 @@ from torch import nn
 
 from prunekit.errors import PrunekitError
 from prunekit.layout import canonical
+from prunekit.memory import release_freed
 from prunekit.quantize.config import Int8DynamicConfig, QuantizeConfig, RTNConfig
 from prunekit.quantize.grid import rtn_quantize
 from prunekit.quantize.layers import (
@@ -89,6 +90,7 @@ def rtn_(model: nn.Module, config: RTNConfig, data: Iterable[Any] | None = None)
     layers, skipped = choose_linears(model, config, blocks_only=True)
     bits = layer_bits(layers, config)
     new: dict[str, WeightOnlyLinear] = {}
+    rows = []
     for name, layer in layers.items():
         codes, grid = rtn_quantize(
             canonical(layer, layer.weight.detach()),
@@ -96,8 +98,12 @@ def rtn_(model: nn.Module, config: RTNConfig, data: Iterable[Any] | None = None)
             config.group_size,
             config.symmetric,
         )
-        new[name] = WeightOnlyLinear.from_codes(layer, codes, grid, config.symmetric)
-    rows = [layer_row(n, layers[n], m, m.bits, m.group_size) for n, m in new.items()]
+        new[name] = m = WeightOnlyLinear.from_codes(layer, codes, grid, config.symmetric)
+        rows.append(layer_row(name, layer, m, m.bits, m.group_size))
+        del codes, grid
+        # The layer's float32 transients are freed into malloc's heap, between the packed
+        # codes kept: hand them back, or the heap grows by most of a layer per layer.
+        release_freed()
     swap_all_(model, new, WEIGHT_ONLY_SWAP, {n: weight_only_args(m) for n, m in new.items()})
     return QuantizeReport(
         method=config.method, config=config.to_dict(), layers=rows, skipped=skipped

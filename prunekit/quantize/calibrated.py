@@ -29,6 +29,7 @@ from prunekit.calibrate import (
 from prunekit.data.batches import take_samples
 from prunekit.errors import PrunekitError
 from prunekit.layout import canonical
+from prunekit.memory import release_freed
 from prunekit.quantize.config import GPTQConfig
 from prunekit.quantize.gptq import gptq_quantize
 from prunekit.quantize.layers import WEIGHT_ONLY_SWAP, WeightOnlyLinear, weight_only_args
@@ -58,10 +59,11 @@ class Hessians:
     def collect(self, runs: Iterable[Run]) -> None:
         collect_input_rows(self.layers, runs, self.observe)
 
-    def hessian(self, name: str) -> torch.Tensor:
-        """H = 2XᵀX/N, float32 ``[K, K]``."""
+    def take(self, name: str) -> torch.Tensor:
+        """H = 2XᵀX/N, float32 ``[K, K]``; the float64 sum is dropped (one [K, K] float64
+        fewer while the layer is solved and for the rest of the block)."""
         # Cast first, then scale in place: no float64 temporary of [K, K].
-        return self.xtx[name].float().mul_(2.0 / max(self.rows[name], 1))
+        return self.xtx.pop(name).float().mul_(2.0 / max(self.rows[name], 1))
 
 
 def _blocks(
@@ -102,9 +104,13 @@ def _solve(
                 )
             skipped[name] = "never called in forward: inputs unknown"
             continue
+        # What the last solve and the calibration pass freed (float32 weights, dequantized
+        # blocks) lies in malloc's heap between tensors kept (codes, activations): hand it
+        # back before this solve's transients, or the heap grows by most of a layer per layer.
+        release_freed()
         codes, grid = gptq_quantize(
             canonical(layer, layer.weight.detach()),
-            hessians.hessian(name),
+            hessians.take(name),
             bits[name],
             config.group_size,
             config.symmetric,
@@ -113,7 +119,7 @@ def _solve(
             config.dampening,
         )
         new[name] = WeightOnlyLinear.from_codes(layer, codes, grid, config.symmetric)
-        del hessians.xtx[name]  # one [K, K] float64 fewer for the rest of the block
+    release_freed()
     return new
 
 

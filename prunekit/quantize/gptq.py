@@ -34,8 +34,9 @@ def gptq_quantize(
     columns ``g·group_size …``. Without ``act_order`` a group's grid is taken from its columns
     as updated when the pass reaches them; with it, from the unquantized weights.
     """
-    w = w.detach().float().clone()
-    h = h.detach().float().clone()
+    # One float32 copy each (.float().clone() would make two of a bf16 weight).
+    w = w.detach().to(torch.float32, copy=True)
+    h = h.detach().to(torch.float32, copy=True)
     out, k = w.shape
     gs = resolve_group_size(group_size, k)
     groups = math.ceil(k / gs)
@@ -56,8 +57,10 @@ def gptq_quantize(
         w, h, pruned = w[:, perm], h[perm][:, perm], pruned[:, perm]
     order = perm.tolist()
     hinv = hessian_inverse_factor(h, dampening, "gptq")
+    del h  # the factor is all the pass reads: one [K, K] fewer while it runs
     maxq = 2**bits - 1
-    codes = torch.empty(out, k, device=w.device)
+    # Codes are whole numbers in [0, maxq]: uint8 holds them exactly, at a quarter of float32.
+    codes = torch.empty(out, k, dtype=torch.uint8, device=w.device)
 
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
@@ -81,4 +84,4 @@ def gptq_quantize(
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
 
     codes = codes[:, torch.argsort(perm)] if act_order else codes
-    return codes.to(torch.uint8), GroupGrid(bits, gs, scales, zeros)
+    return codes, GroupGrid(bits, gs, scales, zeros)

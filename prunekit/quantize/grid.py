@@ -171,12 +171,30 @@ def rtn_quantize(
 # --------------------------------------------------------------------------- bit packing
 
 
+# Rows are packed and unpacked this many bits at a time: the bit streams take 4 bytes a bit,
+# so a whole layer's at once would be 16 bytes per 4-bit weight (several times the weight).
+_STREAM_BITS = 1 << 18
+
+
+def _rows_per_block(row_bits: int) -> int:
+    return max(1, _STREAM_BITS // max(1, row_bits))
+
+
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Unsigned ``codes [rows, n]`` (< 2^bits) → uint8 ``[rows, ceil(n·bits/8)]``, each row a
     little-endian bit stream (code j occupies bits j·bits … j·bits+bits−1)."""
     rows, n = codes.shape
     if bits == 8:
         return codes.to(torch.uint8).contiguous()
+    packed = torch.empty(rows, packed_width(n, bits), dtype=torch.uint8, device=codes.device)
+    step = _rows_per_block(n * bits)
+    for start in range(0, rows, step):
+        packed[start : start + step] = _pack(codes[start : start + step], bits)
+    return packed
+
+
+def _pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    rows, n = codes.shape
     shifts = torch.arange(bits, dtype=torch.int32, device=codes.device)
     stream = ((codes.to(torch.int32).unsqueeze(-1) >> shifts) & 1).reshape(rows, n * bits)
     pad = -stream.shape[1] % 8
@@ -189,6 +207,15 @@ def unpack_codes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     """Inverse of :func:`pack_codes`: uint8 ``[rows, n]``."""
     if bits == 8:
         return packed
+    rows = packed.shape[0]
+    codes = torch.empty(rows, n, dtype=torch.uint8, device=packed.device)
+    step = _rows_per_block(packed.shape[1] * 8)
+    for start in range(0, rows, step):
+        codes[start : start + step] = _unpack(packed[start : start + step], bits, n)
+    return codes
+
+
+def _unpack(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     rows = packed.shape[0]
     shifts = torch.arange(8, dtype=torch.int32, device=packed.device)
     stream = ((packed.to(torch.int32).unsqueeze(-1) >> shifts) & 1).reshape(rows, -1)

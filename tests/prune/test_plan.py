@@ -65,3 +65,36 @@ def test_l2_normalisation_keeps_a_small_scale_layer_from_being_wiped_out():
     normalized = plan.global_masks(plan.l2_normalized(scores), 0.5)
     assert int(normalized["small"].sum()) > 50
     assert sum(int((~m).sum()) for m in normalized.values()) == 550
+
+
+def _awkward_scores(n: int, seed: int) -> torch.Tensor:
+    """Few distinct values (many ties), both zeros, infinities, negatives and a NaN."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randint(-4, 5, (n,), generator=g).float() / 4
+    s[torch.randperm(n, generator=g)[: n // 10]] = -0.0
+    s[torch.randperm(n, generator=g)[: n // 10]] = float("-inf")
+    s[3] = float("nan")
+    s[5] = float("inf")
+    return s
+
+
+@pytest.mark.parametrize("parts", [1, 3, 7])
+@pytest.mark.parametrize("k", [0, 1, 17, 150, 299, 300])
+def test_find_cut_drops_what_a_stable_sort_drops(parts, k):
+    scores = _awkward_scores(300, seed=k + parts)
+    chunks = list(torch.tensor_split(scores, parts))
+    cut = plan.find_cut(lambda: iter(chunks), k)
+    kept = []
+    for chunk in chunks:
+        keep, cut = plan.keep_above_cut(chunk, cut)
+        kept.append(keep)
+    assert torch.equal(torch.cat(kept), plan.unstructured_mask(scores, k / 300))
+    assert cut.ties == 0
+
+
+def test_sortable_keys_order_like_the_floats():
+    s = torch.tensor([float("-inf"), -3.5, -1e-30, -0.0, 0.0, 1e-30, 2.0, float("inf")])
+    keys = plan.sortable_keys(s)
+    assert torch.all(keys[1:] >= keys[:-1])
+    assert keys[3] == keys[4]  # -0.0 and +0.0 tie, as in torch.sort
+    assert plan.sortable_keys(torch.tensor([float("nan")])) > keys[-1]

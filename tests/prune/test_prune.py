@@ -202,3 +202,59 @@ def test_a_config_list_of_100000_items_is_refused_with_a_short_message():
     with pytest.raises(ValueError) as err:
         pk.MagnitudeConfig(ignore=["x"] * 100_000)
     assert len(str(err.value)) < 1000 and "100,000 items" in str(err.value)
+
+
+LEAN = {
+    "layer": pk.MagnitudeConfig(sparsity=0.5),
+    "global": pk.MagnitudeConfig(sparsity=0.37, scope="global"),
+    "2:4": pk.MagnitudeConfig(sparsity=0.5, pattern="2:4", targets=["Linear"]),
+    "layer_sparsity": pk.MagnitudeConfig(sparsity=0.2, layer_sparsity={"Linear": 0.6}),
+}
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "cnn-bn", "attention"])
+@pytest.mark.parametrize("case", list(LEAN))
+def test_magnitude_planned_a_part_at_a_time_equals_the_whole_ranking(case, model_name, monkeypatch):
+    """Magnitude scores are read a few rows at a time (nothing the size of the model is held);
+    the masks are those of ranking every score at once, ties (here: many) broken alike, and
+    prune_ applies them."""
+    from prunekit.prune import pruner as pruner_module
+
+    monkeypatch.setattr(pruner_module, "CHUNK", 37)  # many parts per layer, ties across them
+    model, _ = zoo.build(model_name)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_((p * 8).round() / 8)  # few distinct |w|, some exactly zero
+    config = LEAN[case]
+    pruner = pruner_module.Pruner(model, config)
+    assert pruner._per_part
+    lean = pruner.plan(config.schedule_final)
+    whole = pruner._plan_at_once(config.schedule_final)
+    assert lean.keys() == whole.keys()
+    assert all(torch.equal(lean[n], whole[n]) for n in whole)
+    before = {n: layer.weight.detach().clone() for n, layer in pruner.layers.items()}
+    pk.prune_(model, config)
+    for n, layer in pruner.layers.items():
+        assert torch.equal(layer.weight.detach(), before[n] * lean[n])
+
+
+def test_magnitude_failing_part_way_leaves_the_model_untouched(monkeypatch):
+    """Layers are pruned one after another: a failure at the second puts the first back."""
+    from prunekit.prune import pruner as pruner_module
+
+    model, _ = zoo.build("mlp")
+    before = _state(model)
+    calls = []
+
+    def failing(layers, masks, **kwargs):
+        calls.append(list(layers))
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return apply(layers, masks, **kwargs)
+
+    apply = pruner_module.apply_masks_
+    monkeypatch.setattr(pruner_module, "apply_masks_", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        pk.prune_(model, pk.MagnitudeConfig(sparsity=0.5))
+    assert len(calls) == 2
+    assert _same(_state(model), before)

@@ -46,6 +46,20 @@ def test_pack_unpack_round_trip(bits):
     assert torch.equal(unpack_codes(packed, bits, 37), codes)
 
 
+@pytest.mark.parametrize("bits", [3, 4])
+def test_pack_a_block_of_rows_at_a_time_equals_packing_at_once(bits, monkeypatch):
+    """Rows are packed a block at a time (a layer's bit streams at once took several times the
+    weight's memory); the bytes are those of one pass over every row."""
+    from prunekit.quantize import grid
+
+    g = torch.Generator().manual_seed(bits)
+    codes = torch.randint(0, 2**bits, (23, 37), generator=g).to(torch.uint8)
+    whole = grid._pack(codes, bits)
+    monkeypatch.setattr(grid, "_STREAM_BITS", 3 * 37 * bits)  # 3 rows a block, 8 blocks
+    assert torch.equal(pack_codes(codes, bits), whole)
+    assert torch.equal(unpack_codes(whole, bits, 37), codes)
+
+
 def test_int8_per_channel_matches_torch_observer():
     from torch.ao.quantization.observer import PerChannelMinMaxObserver
 

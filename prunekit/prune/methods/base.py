@@ -7,6 +7,9 @@ in :meth:`Scorer.observe`, called after each backward pass, whether in a calibra
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -18,9 +21,14 @@ class Scorer:
 
     ``normalize_globally``: the raw scores of different layers are not on one scale (gradient
     terms are), so a global ranking first L2-normalises each layer's scores.
+    ``from_weight``: ``w → scores`` for any block of a weight's rows, when the scores need
+    nothing else (:meth:`scores` must agree with it).
     """
 
     normalize_globally: bool = False
+    # Set where a layer's scores are an elementwise function of its weight alone (|w|): the
+    # pruner then scores a part of a weight at a time instead of holding every layer's scores.
+    from_weight: ClassVar[Callable[[torch.Tensor], torch.Tensor] | None] = None
 
     def __init__(self, config: PruneConfig, layers: dict[str, nn.Module]) -> None:
         self.config = config
@@ -74,7 +82,7 @@ class CalibrationSolver:
 
     Per layer: :meth:`new_stats` → :meth:`accumulate` on every batch of inputs (rows ``[N, K]``)
     → :meth:`solve`, which returns the new weight matrix ``[out, K]`` with the removed entries
-    at exactly zero. :meth:`scores` gives |W|·‖X‖-style importance for outlier statistics.
+    at exactly zero.
     """
 
     def __init__(self, config: PruneConfig) -> None:
@@ -89,7 +97,4 @@ class CalibrationSolver:
     def solve(
         self, w: torch.Tensor, stats: dict[str, torch.Tensor], sparsity: float
     ) -> torch.Tensor:
-        raise NotImplementedError
-
-    def scores(self, w: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError

@@ -24,6 +24,8 @@ class MagnitudeConfig(PruneConfig):
 
 
 class MagnitudeScorer(Scorer):
+    from_weight = staticmethod(scores.magnitude)
+
     def scores(self) -> dict[str, torch.Tensor]:
         return {n: scores.magnitude(m.weight) for n, m in self.layers.items()}
 

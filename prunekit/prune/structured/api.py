@@ -391,16 +391,21 @@ def _masked_outputs(
     model: nn.Module, plan: dict[str, dict[int, np.ndarray]], example_inputs: Any
 ) -> list[torch.Tensor]:
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    saved = {name: tensors[name].detach().clone() for name in plan}
+    # Only the slices zeroed are kept (a copy of every planned tensor would be most of a
+    # language model), each taken just before it is zeroed and put back in reverse order, so
+    # entries in two zeroed slices get their first value back.
+    saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
     try:
         for name, dims in plan.items():
-            t = tensors[name]
+            t = tensors[name].data
             for d, idx in dims.items():
-                t.data.index_fill_(d, torch.as_tensor(idx, device=t.device), 0)
+                index = torch.as_tensor(idx, device=t.device)
+                saved.append((t, d, index, t.index_select(d, index)))
+                t.index_fill_(d, index, 0)
         return [o.detach().clone() for o in run_model(model, example_inputs)]
     finally:
-        for name, value in saved.items():
-            tensors[name].data.copy_(value)
+        for t, d, index, value in reversed(saved):
+            t.index_copy_(d, index, value)
 
 
 def _compare(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
@@ -422,7 +427,9 @@ def _compare(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> floa
             continue
         diff = (o.double() - r.double()).abs().max().item() if o.numel() else 0.0
         scale = max(1.0, r.abs().max().item() if r.numel() else 0.0)
-        if not diff <= 1e-4 * scale:
+        # Narrower matmuls round differently: in bf16 (8 bits of mantissa) a dozen blocks move
+        # the outputs by ~1 % of their scale; a missed coupling moves them by about the scale.
+        if not diff <= max(1e-4, 16 * torch.finfo(o.dtype).eps) * scale:
             raise PrunekitError(
                 f"verification: output {i} differs from the masked model by {diff:.3g} (scale "
                 f"{scale:.3g}): a coupling the trace cannot see, such as a value read outside "

@@ -252,3 +252,22 @@ def test_failed_structured_training_rolls_back():
         pk.finetune_(model, bad, epochs=1, prune=pk.MagnitudeConfig(sparsity=0.5,
                      pattern="channel"), schedule="iterative")  # fmt: skip
     assert _untouched(model, reference) and model.features[0].out_channels == 8
+
+
+def test_verification_allows_low_precision_rounding_but_not_a_wrong_model():
+    """A shrunk bf16 model rounds differently from the masked one (narrower matmuls): a dozen
+    LLaMA blocks moved the logits by 1.1 % of their scale, which the float32 tolerance refused;
+    a missed coupling moves them by about the scale, in any dtype."""
+    from prunekit.prune.structured.api import _compare
+
+    reference = torch.randn(4, 64, generator=torch.Generator().manual_seed(0)) * 3
+    scale = float(reference.abs().max())
+    rounded = reference.clone()
+    rounded[0, 0] += 0.011 * scale
+    wrong = reference.clone()
+    wrong[0, 0] += 0.5 * scale
+    assert _compare([rounded.bfloat16()], [reference.bfloat16()]) > 0
+    with pytest.raises(pk.PrunekitError, match="differs from the masked model"):
+        _compare([wrong.bfloat16()], [reference.bfloat16()])
+    with pytest.raises(pk.PrunekitError, match="differs from the masked model"):
+        _compare([rounded], [reference])
