@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -37,10 +37,18 @@ from prunekit.data.batches import take_samples, trim_padding
 from prunekit.errors import PrunekitError
 from prunekit.layout import as_matrix, from_matrix
 from prunekit.memory import release_freed
-from prunekit.prune.allocation import exact_counts, outlier_ratio, owl_sparsities
+from prunekit.prune.allocation import (
+    error_curve,
+    exact_counts,
+    outlier_ratio,
+    owl_sparsities,
+    sensitivity_sparsities,
+    sparsity_grid,
+)
 from prunekit.prune.budget import check_calibrated_fits
 from prunekit.prune.methods.base import CalibrationSolver
 from prunekit.prune.methods.calibrated import CalibratedConfig
+from prunekit.prune.methods.wanda import wanda_scores
 from prunekit.prune.plan import split_count
 from prunekit.prune.pruner import check_nm, layer_targets
 from prunekit.prune.report import PruneReport
@@ -150,45 +158,75 @@ def _layer_sparsities(groups: list[Group], counts: list[int]) -> dict[str, float
 
 
 def _allocate(
-    solver: CalibrationSolver,
-    config: CalibratedConfig,
-    groups: list[Group],
-    stats_of: list[dict[str, dict[str, torch.Tensor]]] | None,
+    config: CalibratedConfig, groups: list[Group], measured: list[Any] | None
 ) -> dict[str, float]:
-    sizes = [sum(m.weight.numel() for m in g[2].values()) for g in groups]
+    """Each layer's sparsity; ``measured``: per group, what :func:`_measure` read from the dense
+    model (None for uniform, N:M and ``layer_sparsity``)."""
     target = config.target_sparsity
     if config.layer_sparsity:
         return layer_targets({n: m for g in groups for n, m in g[2].items()},
                              config.layer_sparsity, target)  # fmt: skip
-    if config.nm is not None or config.allocation == "uniform":
+    if measured is None:
         return {n: target for g in groups for n in g[2]}
-    assert stats_of is not None, "OWL needs the dense statistics"
-    ratios = [
-        outlier_ratio(
-            [solver.scores(as_matrix(m, m.weight), st[n]) for n, m in g[2].items()],
-            config.owl_threshold,
+    if config.allocation == "owl":
+        sizes = [sum(m.weight.numel() for m in g[2].values()) for g in groups]
+        counts = exact_counts(owl_sparsities(measured, target, config.owl_lambda), sizes, target)
+        return _layer_sparsities(groups, counts)
+    names = [n for g in groups for n in g[2]]
+    sizes = [m.weight.numel() for g in groups for m in g[2].values()]
+    curves = [c for per_group in measured for c in per_group]
+    grid = sparsity_grid(target, config.sensitivity_lambda)
+    counts = exact_counts(sensitivity_sparsities(curves, sizes, grid, target), sizes, target)
+    return {n: c / size for n, c, size in zip(names, counts, sizes, strict=True)}
+
+
+class _InputNorms(CalibrationSolver):
+    """The dense pass's statistics: Σ_n x_nj² per input (OWL and the sensitivity read only
+    |W|·‖X‖), so SparseGPT's [K, K] Hessians are not built twice."""
+
+    def new_stats(self, k: int) -> dict[str, torch.Tensor]:
+        return {"sq": torch.zeros(k, dtype=torch.float64)}
+
+    def accumulate(self, stats: dict[str, torch.Tensor], rows: torch.Tensor) -> None:
+        stats["sq"] += rows.double().pow(2).sum(dim=0)
+
+
+def _measure(
+    config: CalibratedConfig,
+) -> Callable[[dict[str, nn.Module], dict[str, dict[str, torch.Tensor]]], Any]:
+    """What the allocation reads from one group's dense input norms: OWL's outlier ratio of the
+    group, or each layer's relative error at the sparsities of the grid."""
+
+    def scores(m: nn.Module, st: dict[str, torch.Tensor]) -> torch.Tensor:
+        return wanda_scores(as_matrix(m, m.weight).float(), st["sq"].float())
+
+    if config.allocation == "owl":
+        return lambda layers, st: outlier_ratio(
+            [scores(m, st[n]) for n, m in layers.items()], config.owl_threshold
         )
-        for g, st in zip(groups, stats_of, strict=True)
+    grid = sparsity_grid(config.target_sparsity, config.sensitivity_lambda)
+    return lambda layers, st: [
+        error_curve(scores(m, st[n]).pow_(2), grid) for n, m in layers.items()
     ]
-    counts = exact_counts(owl_sparsities(ratios, target, config.owl_lambda), sizes, target)
-    return _layer_sparsities(groups, counts)
 
 
 @torch.no_grad()
-def _dense_stats(
+def _dense_measure(
     model: nn.Module,
-    solver: CalibrationSolver,
     groups: list[Group],
     data: Iterable[Any],
-    num_samples: int,
-) -> list[dict[str, dict[str, torch.Tensor]]]:
-    """Statistics of every group on the dense model (OWL's outlier ratios need them first)."""
+    config: CalibratedConfig,
+) -> list[Any]:
+    """:func:`_measure` of every group on the dense model, before anything is pruned; each
+    group's statistics are dropped once measured."""
+    measure, solver = _measure(config), _InputNorms(config)
     if len(groups) == 1 and groups[0][1] is model:
-        return [_calibrate(solver, groups[0][2], runs_on_model(model, data, num_samples))]
-    calls = capture_block_inputs(model, groups[0][1], data, num_samples)
+        runs = runs_on_model(model, data, config.num_samples)
+        return [measure(groups[0][2], _calibrate(solver, groups[0][2], runs))]
+    calls = capture_block_inputs(model, groups[0][1], data, config.num_samples)
     result = []
     for _, block, layers in groups:
-        result.append(_calibrate(solver, layers, runs_on_block(block, calls)))
+        result.append(measure(layers, _calibrate(solver, layers, runs_on_block(block, calls))))
         calls = [next_call(c, run_block(block, c)) for c in calls]
     return result
 
@@ -227,10 +265,10 @@ def prune_calibrated_(
             f"data: {info.name} needs calibration batches (e.g. tokenized text windows); "
             f"pass data=..."
         )
-    if config.layer_sparsity and config.allocation == "owl":
+    if config.layer_sparsity and config.allocation != "uniform":
         raise PrunekitError(
-            "layer_sparsity and allocation='owl' both set each layer's sparsity; use one: "
-            "leave layer_sparsity unset or set allocation='uniform'"
+            f"layer_sparsity and allocation={config.allocation!r} both set each layer's "
+            f"sparsity; use one: leave layer_sparsity unset or set allocation='uniform'"
         )
     # Read the calibration samples once: every pass (OWL's dense pass, the pruning pass) must see
     # the same ones, and a shuffling DataLoader draws a new order each time it is iterated.
@@ -257,12 +295,13 @@ def prune_calibrated_(
     try:
         with transaction(model) as tx:
             tx.protect(m.weight for m in all_layers.values())
-            dense = (
-                _dense_stats(model, solver, groups, data, config.num_samples)
-                if config.allocation == "owl"
+            # N:M fixes every layer's pattern: there is no sparsity to allocate.
+            measured = (
+                _dense_measure(model, groups, data, config)
+                if config.allocation != "uniform" and config.nm is None
                 else None
             )
-            sparsity = _allocate(solver, config, groups, dense)
+            sparsity = _allocate(config, groups, measured)
             if len(groups) == 1 and groups[0][1] is model:
                 stats = _calibrate(
                     solver, all_layers, runs_on_model(model, data, config.num_samples)

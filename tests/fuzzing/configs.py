@@ -44,6 +44,7 @@ PLAUSIBLE: dict[str, list[Any]] = {
     "min_features": [0, 1, 64, 2**31],
     "owl_threshold": [1e-9, 5.0, 1e9],
     "owl_lambda": [0.0, 0.08, 0.49],
+    "sensitivity_lambda": [0.0, 0.15, 0.49],
     "momentum": [1e-9, 0.01, 1.0],
     "activation_bits": [None, 8],
     "seed": [0, -1, 2**32, 2**63 - 1, 2**63, 2**64, -(2**63) - 1],

@@ -8,7 +8,13 @@ from torch import nn
 
 import prunekit as pk
 from prunekit.config import NM
-from prunekit.prune.allocation import exact_counts, owl_sparsities
+from prunekit.prune.allocation import (
+    error_curve,
+    exact_counts,
+    owl_sparsities,
+    sensitivity_sparsities,
+    sparsity_grid,
+)
 from prunekit.prune.methods.sparsegpt import sparsegpt_prune
 from prunekit.prune.methods.wanda import wanda_mask, wanda_scores
 from prunekit.prune.plan import row_masks
@@ -79,6 +85,76 @@ def test_owl_allocation_is_exact_and_favours_outlier_layers():
     assert sum(counts) == 300
 
 
+def test_error_curve_sums_each_rows_smallest_errors_over_the_total():
+    saliency = torch.tensor([[1.0, 2.0, 3.0, 4.0], [8.0, 0.0, 1.0, 1.0]])  # total 20
+    # s = 0.5: rows lose {1, 2} and {0, 1}: (3 + 1) / 20; s = 0.375 is halfway to s = 0.25's
+    # {1} and {0}: (1 + 0) / 20.
+    curve = error_curve(saliency, [0.0, 0.25, 0.375, 0.5, 1.0])
+    assert curve == pytest.approx([0.0, 0.05, 0.125, 0.2, 1.0])
+
+
+def test_sensitivity_allocation_is_exact_bounded_and_spares_the_costly_layer():
+    grid = sparsity_grid(0.5, 0.15)
+    assert grid[0] == pytest.approx(0.35) and grid[-1] == pytest.approx(0.65) and 0.5 in grid
+    g = torch.Generator().manual_seed(0)
+    flat = torch.rand(64, 100, generator=g) + 1.0  # every weight matters about as much
+    tailed = torch.rand(64, 100, generator=g) ** 8  # a few weights carry the layer
+    middle = torch.rand(64, 100, generator=g) ** 2
+    curves = [error_curve(s, grid) for s in (flat, tailed, middle)]
+    sizes = [6400, 12800, 6400]
+    sparsities = sensitivity_sparsities(curves, sizes, grid, 0.5)
+    assert sparsities[0] < sparsities[2] < sparsities[1]
+    assert all(0.35 <= s <= 0.65 for s in sparsities)
+    assert sum(s * n for s, n in zip(sparsities, sizes, strict=True)) == pytest.approx(12800)
+    assert sum(exact_counts(sparsities, sizes, 0.5)) == 12800
+    # Identical curves: nothing to gain from moving away from the target.
+    same = sensitivity_sparsities([curves[2]] * 3, sizes, grid, 0.5)
+    assert same == pytest.approx([0.5] * 3)
+
+
+class _TwoInputs(nn.Module):
+    """Two layers side by side, each reading its own half of the input."""
+
+    def __init__(self, k=16):
+        super().__init__()
+        self.k = k
+        self.spread = nn.Linear(k, k)
+        self.peaked = nn.Linear(k, k)
+
+    def forward(self, x):
+        return torch.cat([self.spread(x[:, : self.k]), self.peaked(x[:, self.k :])], dim=1)
+
+
+@pytest.mark.parametrize("method", [pk.WandaConfig, pk.SparseGPTConfig])
+@pytest.mark.parametrize("lam", [0.15, 0.05])
+def test_sensitivity_prunes_the_layer_whose_inputs_carry_more_signal_less(method, lam):
+    torch.manual_seed(0)
+    model = _TwoInputs().eval()
+    x = torch.randn(256, 32)
+    x[:, 16:] *= 0.01  # the second layer's signal sits in two of its 16 inputs
+    x[:, [16, 17]] *= 100.0
+    config = method(sparsity=0.5, allocation="sensitivity", sensitivity_lambda=lam, num_samples=4)
+    report = pk.prune_(model, config, data=[x[i : i + 64] for i in range(0, 256, 64)])
+    allocation = report.extra["allocation"]
+    assert allocation["spread"] == pytest.approx(0.5 - lam, abs=1 / 256)
+    assert allocation["peaked"] == pytest.approx(0.5 + lam, abs=1 / 256)
+    assert report.zeros == 256 == report.numel // 2
+    assert int((model.spread.weight == 0).sum()) == round(allocation["spread"] * 256)
+
+
+def test_sensitivity_leaves_n_m_patterns_as_they_are():
+    # N:M fixes every layer's sparsity, so there is nothing to allocate (as with OWL).
+    torch.manual_seed(0)
+    model = _TwoInputs().eval()
+    x = torch.randn(64, 32)
+    x[:, 18:] *= 0.01
+    config = pk.WandaConfig(pattern="2:4", allocation="sensitivity")
+    report = pk.prune_(model, config, data=[x])
+    assert report.extra["allocation"] == {"spread": 0.5, "peaked": 0.5}
+    for layer in (model.spread, model.peaked):
+        assert torch.all((layer.weight.reshape(-1, 4) == 0).sum(dim=1) == 2)
+
+
 # --- whole transformers, block by block --------------------------------------------------------
 
 
@@ -112,8 +188,9 @@ def _outputs(model, batches):
         pk.WandaConfig(sparsity=0.5),
         pk.SparseGPTConfig(pattern="2:4"),
         pk.WandaConfig(sparsity=0.6, allocation="owl"),
+        pk.SparseGPTConfig(sparsity=0.6, allocation="sensitivity", num_samples=8),
     ],
-    ids=["wanda", "sparsegpt-2:4", "wanda-owl"],
+    ids=["wanda", "sparsegpt-2:4", "wanda-owl", "sparsegpt-sensitivity"],
 )
 def test_transformers_prune_block_by_block(build, config):
     model = build()

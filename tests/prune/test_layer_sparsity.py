@@ -132,6 +132,10 @@ def test_bad_configs_name_the_field(make, message):
             pk.WandaConfig(layer_sparsity={"head": 0.5}, allocation="owl"),
             "layer_sparsity and allocation='owl'",
         ),
+        (
+            pk.SparseGPTConfig(layer_sparsity={"head": 0.5}, allocation="sensitivity"),
+            "layer_sparsity and allocation='sensitivity'",
+        ),
         (pk.WandaConfig(layer_sparsity={"conv9": 0.5}), "'conv9' matches no layer"),
     ],
 )

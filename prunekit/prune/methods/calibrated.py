@@ -11,9 +11,13 @@ from prunekit.config import UNSTRUCTURED, PruneConfig
 
 class CalibratedConfig(PruneConfig):
     """num_samples: calibration samples (sequences or images) read.
-    allocation: ``uniform`` (every block at ``sparsity``) or ``owl`` (blocks whose |W|·‖X‖
-        scores hold more outliers are pruned less; the overall count stays exact).
+    allocation: ``uniform`` (every block at ``sparsity``), ``owl`` (blocks whose |W|·‖X‖
+        scores hold more outliers are pruned less) or ``sensitivity`` (each layer's relative
+        output error versus its sparsity is estimated from the dense model's w²·‖X‖², and the
+        layers' sparsities minimise the summed error; Optimal Brain Compression's budget
+        solve, Frantar et al. 2022). The overall count stays exact; ignored for N:M.
     owl_threshold, owl_lambda: OWL's outlier threshold M and spread λ (Yin et al. 2023).
+    sensitivity_lambda: how far a layer's sparsity may move from ``sparsity`` either way.
     device: where each block's calibration and solve run (``cuda``, ``cuda:1``, ``cpu``, or
         ``auto``: the GPU when there is one); each block is moved there and back in turn, so the
         model stays where it is. Unset: where the model is.
@@ -28,9 +32,10 @@ class CalibratedConfig(PruneConfig):
     """
 
     num_samples: int = Field(128, ge=1)
-    allocation: Literal["uniform", "owl"] = "uniform"
+    allocation: Literal["uniform", "owl", "sensitivity"] = "uniform"
     owl_threshold: float = Field(5.0, gt=0)
     owl_lambda: float = Field(0.08, ge=0, lt=0.5)
+    sensitivity_lambda: float = Field(0.15, ge=0, lt=0.5)
     device: str | None = None
     refine: bool = False
     refine_iterations: int = Field(100, ge=1)
@@ -52,7 +57,7 @@ class CalibratedConfig(PruneConfig):
         if self.scope != "layer":
             raise ValueError(
                 f"scope={self.scope!r}: {type(self).__name__} prunes layer by layer from each "
-                f"layer's inputs; use scope='layer' (and allocation='owl' for non-uniform "
-                f"sparsity across blocks)"
+                f"layer's inputs; use scope='layer' (and allocation='owl' or 'sensitivity' for "
+                f"non-uniform sparsity)"
             )
         return self

@@ -18,7 +18,6 @@ from prunekit.calibrate import hessian_inverse_factor
 from prunekit.config import NM
 from prunekit.prune.methods.base import CalibrationSolver
 from prunekit.prune.methods.calibrated import CalibratedConfig
-from prunekit.prune.methods.wanda import wanda_scores
 from prunekit.prune.plan import num_to_prune, split_count
 from prunekit.prune.refine import refine_mask
 from prunekit.registry import register
@@ -136,9 +135,6 @@ class SparseGPTSolver(CalibrationSolver):
     def hessian(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         # Cast first, then scale in place: no float64 temporary of [K, K].
         return stats["xtx"].float().mul_(2.0 / max(int(stats["n"]), 1))
-
-    def scores(self, w: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return wanda_scores(w.float(), torch.diag(stats["xtx"]).float())
 
     def solve(
         self, w: torch.Tensor, stats: dict[str, torch.Tensor], sparsity: float

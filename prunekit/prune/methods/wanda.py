@@ -56,9 +56,6 @@ class WandaSolver(CalibrationSolver):
             stats["xtx"].addmm_(r.t(), r)
             stats["n"] += r.shape[0]
 
-    def scores(self, w: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return wanda_scores(w.float(), stats["sq"].float())
-
     def solve(
         self, w: torch.Tensor, stats: dict[str, torch.Tensor], sparsity: float
     ) -> torch.Tensor:
