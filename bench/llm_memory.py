@@ -13,10 +13,10 @@ global, structured magnitude 50 % of the heads and FFN channels, weight-only int
               model larger than the memory available would fit.
 Each measurement runs in a fresh subprocess, after a warm-up prune of a tiny model (torch's
 kernels and lazy imports are then loaded, not counted). Calibration: random token ids,
-``--samples`` sequences of ``--tokens`` tokens (few, so the 1B shape finishes on 2 cores).
+``--samples`` sequences of ``--tokens`` tokens (few, so the 1.1B shape finishes on 2 cores).
 
-    python -m bench.llm_memory [--shapes 134m 1b] [--samples 8] [--tokens 128]
-    python -m bench.llm_memory --runs 1b:sparsegpt:in-memory --add   # one more row, kept rows
+    python -m bench.llm_memory [--shapes 134m 1.1b] [--samples 8] [--tokens 128]
+    python -m bench.llm_memory --runs 1.1b:sparsegpt:in-memory --add   # one more row, kept rows
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ SHAPES = {
     # The issue's ~119M-parameter class (this shape: 134M, untied embeddings).
     "134m": dict(hidden_size=768, num_hidden_layers=12, intermediate_size=2048,
                  num_attention_heads=12, num_key_value_heads=12, vocab_size=32000),
-    # TinyLlama-1.1B's widths (grouped-query attention, 4 kv heads) with 16 blocks.
-    "1b": dict(hidden_size=2048, num_hidden_layers=16, intermediate_size=5632,
-               num_attention_heads=32, num_key_value_heads=4, vocab_size=32000),
+    # TinyLlama-1.1B's shape (grouped-query attention, 4 kv heads, 22 blocks): 1.10B parameters.
+    "1.1b": dict(hidden_size=2048, num_hidden_layers=22, intermediate_size=5632,
+                 num_attention_heads=32, num_key_value_heads=4, vocab_size=32000),
+    # The same widths with 16 blocks (836M), measured first.
+    "836m": dict(hidden_size=2048, num_hidden_layers=16, intermediate_size=5632,
+                 num_attention_heads=32, num_key_value_heads=4, vocab_size=32000),
 }  # fmt: skip
 METHODS = ("sparsegpt", "wanda", "magnitude", "magnitude-global", "channel", "rtn", "gptq")
 BLOCK_WISE = ("sparsegpt", "wanda")  # the methods prune_folder runs
@@ -203,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
                 _run(["--mode", "save", "--shape", shape, "--folder", str(folder), *common])
             argv = ["--mode", mode, "--shape", shape, "--method", method, *common]
             result = _run([*argv, "--folder", str(folder)])
-            rows.append({"shape": shape, "method": method, "mode": mode, **result})
+            rows.append({"shape": shape, "method": method, "mode": mode, **result,
+                         "cpu": machine()["cpu"]})  # fmt: skip
             print(rows[-1], flush=True)
     if args.add:
         done = {(r["shape"], r["method"], r["mode"]) for r in rows}
@@ -216,14 +220,16 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# One-shot pruning of LLaMA-shaped bf16 models: time and peak memory",
         "",
-        f"CPU: {info['cpu']} ({info['cores']} cores, shared with other jobs; wall times are "
-        f"indicative), torch {info['torch']}. Random weights, bf16; calibration "
+        f"Last run: {info['cpu']} ({info['cores']} cores, shared with other jobs; wall times "
+        f"are indicative; each row names its CPU), torch {info['torch']}. Random weights, "
+        "bf16; calibration "
         f"{args.samples} x {args.tokens} random tokens; sparsity 50 %; int4 weight-only "
         "quantization with group size 128.",
         "",
         "Shapes: 134m = hidden 768, 12 blocks, FFN 2048, vocab 32000 (the issue's ~119M class); "
-        "1b = TinyLlama-1.1B's widths (hidden 2048, FFN 5632, 32 heads / 4 kv heads, vocab "
-        "32000) with 16 blocks, 836M parameters. SparseGPT with refine=False (the 2023 "
+        "1.1b = TinyLlama-1.1B's shape (hidden 2048, FFN 5632, 32 heads / 4 kv heads, vocab "
+        "32000, 22 blocks), 1.10B parameters; 836m = the same with 16 blocks. SparseGPT with "
+        "refine=False (the 2023 "
         "algorithm). magnitude-global: scope='global'; channel: MagnitudeConfig(pattern="
         "'channel'), half the attention heads and FFN channels of every block (its sparsity "
         "column: the fraction of the model's parameters removed); rtn / gptq: int4 weight-only "
@@ -235,14 +241,14 @@ def main(argv: list[str] | None = None) -> None:
         "the model is loaded before). Ratio: peak rise / model bytes.",
         "",
         "| shape | params MiB (bf16) | method | mode | seconds | peak rise MiB | ratio | sparsity "
-        "| dtype after |",
-        "|---|---:|---|---|---:|---:|---:|---:|---|",
+        "| dtype after | CPU |",
+        "|---|---:|---|---|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         sparsity = "-" if r["sparsity"] is None else f"{r['sparsity']:.3f}"
         lines.append(
             f"| {r['shape']} | {r['model_mib']} | {r['method']} | {r['mode']} | {r['seconds']} "
-            f"| {r['rise_mib']} | {r['ratio']:.2f} | {sparsity} | {r['dtype']} |"
+            f"| {r['rise_mib']} | {r['ratio']:.2f} | {sparsity} | {r['dtype']} | {r['cpu']} |"
         )
     payload = {"machine": info, "samples": args.samples, "tokens": args.tokens, "rows": rows}
     write("llm_memory", payload, "\n".join(lines))
