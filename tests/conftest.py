@@ -4,6 +4,12 @@ import pytest
 
 # OpenMP threads spin while waiting; on a shared 2-core machine that slowed torch 50-100x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Bit-for-bit results at any thread count from MKL's matrix products (its strict conditional
+# reproducibility mode; AVX2: every x86 CPU these run on has it). Without it, on Intel Xeons
+# MKL splits a product's sums by thread count, so a 1-thread Ray worker and a 2-thread process
+# trained to different bits; on AMD EPYC they agreed. The tests check prunekit's own
+# reductions, which must not depend on the thread count. Read when MKL starts: before torch.
+os.environ.setdefault("MKL_CBWR", "AVX2,STRICT")
 
 
 # A user's model file for py:FILE.py:FUNCTION specs: a digits-sized MLP.
