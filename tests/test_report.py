@@ -147,7 +147,7 @@ def reports(tmp_path_factory) -> dict[str, pk.Report]:
     quick = Evaluation(batch_sizes=(1,), min_run_time=0.01, step_latency=False)
     bert = hf_zoo.bert()
     text = [{"input_ids": torch.randint(0, 64, (4, 8), generator=torch.Generator().manual_seed(0))}]
-    out["RecoverReport"] = pk.recover_(copy.deepcopy(bert), bert, text, minutes=0.005,
+    out["RecoverReport"] = pk.recover_(copy.deepcopy(bert), bert, text, max_steps=2,
                                        progress=False)  # fmt: skip
     out["RecipeReport"] = pk.run_recipe(
         recipe, _mlp(), train, test, out=tmp / "run", evaluation=quick, progress=False

@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
+from prunekit.artifact.io import save
 from prunekit.atomic import staged_dir
 from prunekit.data import load_data
 from prunekit.data.batches import first_batch, split_batch
@@ -23,6 +24,8 @@ from prunekit.data.pyfile import parse_py_spec
 from prunekit.data.registry import accepted_forms
 from prunekit.data.splits import DataSplits
 from prunekit.errors import PrunekitError, quote
+from prunekit.measure import compare
+from prunekit.measure.tasks import text_metrics
 
 console = Console()
 
@@ -195,6 +198,49 @@ def output_dir(out: Path) -> Iterator[Path]:
     Check ``out`` with :func:`check_out_dir` before the work."""
     with staged_dir(Path(out), replaceable=is_output_dir) as tmp:
         yield tmp
+
+
+def compare_and_write(
+    dense: torch.nn.Module,
+    model: torch.nn.Module,
+    splits: DataSplits,
+    test: Any,
+    report: dict[str, Any],
+    out: Path,
+    *,
+    source: dict[str, Any],
+    title: str,
+    summary: str | None,
+    json_out: bool,
+) -> None:
+    """The end of ``prune`` and ``factorize``: measure ``dense`` against the changed ``model``
+    on ``test`` (text data: perplexity or embedding fidelity, and WordNet retrieval for
+    builtin:minilm, in place of accuracy) into ``report["comparison"]``; write ``out`` whole:
+    ``model`` saved with ``source`` (and the data's tokenizer), report.json, and report.md
+    (``title``, ``summary`` in a code block, the comparison); print ``report`` (``json_out``),
+    or ``summary``, the comparison and what was written."""
+    text = is_text(splits)
+    with console.status("measuring before/after (accuracy, bytes, MACs, latency)…"):
+        # The WordNet retrieval task is the encoder benchmark of builtin:minilm.
+        queries = 1000 if source.get("name") == "minilm" else 0
+        metrics = text_metrics(splits, dense, retrieval_queries=queries) if text else None
+        # A text batch of 64 × seq_len tokens takes seconds per forward on a CPU; 8 shows the trend.
+        comparison = compare(
+            dense, model, test, accuracy=not text, metrics=metrics,
+            batch_sizes=(1, 8) if text else (1, 64),
+        )  # fmt: skip
+    report["comparison"] = comparison.to_dict()
+    summary_md = f"```\n{summary}\n```\n\n" if summary else ""
+    with output_dir(out) as staged:
+        save(model, staged / "model", source=source, tokenizer=splits.tokenizer if text else None)
+        write_reports(staged, report, title + summary_md + comparison.to_markdown())
+    if json_out:
+        print_json(report)
+    else:
+        if summary:
+            show(summary)
+        show(str(comparison))
+        console.print(f"wrote {out / 'model'}, {out / 'report.json'}, {out / 'report.md'}")
 
 
 def check_data_spec(spec: str | None, option: str = "--data") -> None:

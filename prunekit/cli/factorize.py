@@ -14,26 +14,20 @@ from typing import Any
 
 import typer
 
-from prunekit.artifact.io import save
 from prunekit.cli.common import (
     check_data_fits,
     check_data_spec,
     check_out_dir,
+    compare_and_write,
     console,
     is_text,
     loaders,
-    output_dir,
-    print_json,
     require,
     resolve_data,
-    show,
-    write_reports,
 )
 from prunekit.errors import PrunekitError
 from prunekit.factorize import LowRankConfig, factorize_
-from prunekit.measure import compare
 from prunekit.measure.accuracy import top1_accuracy
-from prunekit.measure.tasks import text_metrics
 from prunekit.train import FinetuneConfig, finetune_, teacher_copy
 
 
@@ -130,31 +124,13 @@ def factorize(
         )  # fmt: skip
         report["finetune"] = tuned.to_dict()
     report["seconds"] = time.perf_counter() - start
-    with console.status("measuring before/after (accuracy, bytes, MACs, latency)…"):
-        queries = 1000 if source.get("name") == "minilm" else 0
-        metrics = text_metrics(splits, dense, retrieval_queries=queries) if text else None
-        comparison = compare(
-            dense, net, test, accuracy=not text, metrics=metrics,
-            batch_sizes=(1, 8) if text else (1, 64),
-        )  # fmt: skip
-    report["comparison"] = comparison.to_dict()
-    title = f"# prunekit factorize: {model}, {_amount(config)}\n\n"
-    with output_dir(out) as staged:
-        save(
-            net,
-            staged / "model",
-            source={**source, "factorized_with": config.to_dict()},
-            tokenizer=splits.tokenizer if text else None,
-        )
-        write_reports(
-            staged, report, title + f"```\n{factorized}\n```\n\n" + comparison.to_markdown()
-        )
-    if json_out:
-        print_json(report)
-    else:
-        show(str(factorized))
-        show(str(comparison))
-        console.print(f"wrote {out / 'model'}, {out / 'report.json'}, {out / 'report.md'}")
+    compare_and_write(
+        dense, net, splits, test, report, out,
+        source={**source, "factorized_with": config.to_dict()},
+        title=f"# prunekit factorize: {model}, {_amount(config)}\n\n",
+        summary=str(factorized),
+        json_out=json_out,
+    )  # fmt: skip
 
 
 def _amount(config: LowRankConfig) -> str:

@@ -14,25 +14,21 @@ from typing import Any
 
 import typer
 
-from prunekit.artifact.io import save
 from prunekit.cli.common import (
     check_data_fits,
     check_data_spec,
     check_out_dir,
+    compare_and_write,
     console,
     is_text,
     loaders,
-    output_dir,
     print_json,
     require,
     resolve_data,
     show,
-    write_reports,
 )
 from prunekit.errors import PrunekitError, quote
-from prunekit.measure import compare
 from prunekit.measure.accuracy import top1_accuracy
-from prunekit.measure.tasks import text_metrics
 from prunekit.prune import prune_
 from prunekit.prune.schedule import SCHEDULES, OneShot, make_schedule
 from prunekit.prune.structured import StructuredReport
@@ -116,6 +112,11 @@ def prune(
     recover_minutes: float = typer.Option(
         10.0, help="Wall-clock budget of --recover, in minutes (steps are planned to fit)."
     ),
+    recover_steps: int | None = typer.Option(
+        None,
+        help="At most this many optimizer steps of --recover (the minutes still apply): a run "
+        "that does not depend on the machine's speed.",
+    ),
     batch_size: int = typer.Option(128, help="Batch size for calibration and fine-tuning."),
     target: list[str] | None = typer.Option(None, "--target", help="Layers to prune (repeatable)."),
     ignore: list[str] | None = typer.Option(
@@ -179,7 +180,7 @@ def prune(
     _check_structured_options(config, dry_run, out, finetune_epochs, schedule)
     if distill and finetune_epochs == 0:
         raise PrunekitError("--distill teaches while fine-tuning; add --finetune-epochs N (≥ 1)")
-    _check_recover(recover, recover_minutes, finetune_epochs)
+    _check_recover(recover, recover_minutes, recover_steps, finetune_epochs)
     check_data_spec(data)
     if out is not None and not dry_run:
         check_out_dir(out)
@@ -218,40 +219,20 @@ def prune(
     if recover:
         from prunekit.distill.recover import recover_
 
-        with console.status(f"recovering by distillation ({recover_minutes:g} min)…"):
+        steps = "" if recover_steps is None else f", at most {recover_steps} steps"
+        with console.status(f"recovering by distillation ({recover_minutes:g} min{steps})…"):
             report["recover"] = recover_(
-                net, dense, train, minutes=recover_minutes, progress=False
-            ).to_dict()
+                net, dense, train, minutes=recover_minutes, max_steps=recover_steps,
+                progress=False,
+            ).to_dict()  # fmt: skip
     report["seconds"] = time.perf_counter() - start
-    with console.status("measuring before/after (accuracy, bytes, MACs, latency)…"):
-        metrics = text_metrics(splits, dense, retrieval_queries=_queries(source)) if text else None
-        # A text batch of 64 × seq_len tokens takes seconds per forward on a CPU; 8 shows the trend.
-        comparison = compare(
-            dense,
-            net,
-            test,
-            accuracy=not text,
-            metrics=metrics,
-            batch_sizes=(1, 8) if text else (1, 64),
-        )
-    report["comparison"] = comparison.to_dict()
-    title = f"# prunekit prune: {model}, {info.name}, {_amount(config)}\n\n"
-    plan_md = f"```\n{plan_table}\n```\n\n" if plan_table else ""
-    with output_dir(out) as staged:
-        save(
-            net,
-            staged / "model",
-            source={**source, "pruned_with": config.to_dict()},
-            tokenizer=splits.tokenizer if text else None,
-        )
-        write_reports(staged, report, title + plan_md + comparison.to_markdown())
-    if json_out:
-        print_json(report)
-    else:
-        if plan_table:
-            show(plan_table)
-        show(str(comparison))
-        console.print(f"wrote {out / 'model'}, {out / 'report.json'}, {out / 'report.md'}")
+    compare_and_write(
+        dense, net, splits, test, report, out,
+        source={**source, "pruned_with": config.to_dict()},
+        title=f"# prunekit prune: {model}, {info.name}, {_amount(config)}\n\n",
+        summary=plan_table,
+        json_out=json_out,
+    )  # fmt: skip
 
 
 def _compress(
@@ -293,11 +274,14 @@ def _compress(
     return plan_table
 
 
-def _check_recover(recover: str | None, minutes: float, finetune_epochs: int) -> None:
+def _check_recover(
+    recover: str | None, minutes: float, steps: int | None, finetune_epochs: int
+) -> None:
     if recover is None:
         return
     require(recover == "distill", "--recover", recover, "'distill'")
     require(minutes > 0, "--recover-minutes", minutes, "> 0")
+    require(steps is None or steps > 0, "--recover-steps", steps, "> 0")
     if finetune_epochs > 0:
         raise PrunekitError(
             "--recover distill and --finetune-epochs both train after pruning; use one"
@@ -344,11 +328,6 @@ def parse_options(options: list[str]) -> dict[str, Any]:
             raise PrunekitError(f"--set takes KEY=VALUE; got {quote(item)}")
         fields[key.strip()] = load_yaml(value, what=f"--set {quote(key.strip())}")
     return fields
-
-
-def _queries(source: dict[str, Any]) -> int:
-    # The WordNet retrieval task is the encoder benchmark of builtin:minilm.
-    return 1000 if source.get("name") == "minilm" else 0
 
 
 def _acc(model: Any, data: Any) -> float | None:

@@ -12,11 +12,13 @@ Mixed precision where the hardware multiplies bfloat16 natively (``precision="au
 CPUs, most GPUs), which doubles the steps a time box holds there. Time-boxed by
 :class:`DistillConfig`'s ``minutes``: the run stops when the minutes are spent
 (cycling over the batches when they are few) and the learning-rate schedule follows the clock,
-so it decays to its end at the deadline however busy the machine is.
+so it decays to its end at the deadline however busy the machine is. ``max_steps`` bounds the
+steps as well, for a run that does not depend on the machine's speed.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,6 +67,7 @@ def recover_(
     data: Iterable[Any],
     *,
     minutes: float = 10.0,
+    max_steps: int | None = None,
     config: DistillConfig | None = None,
     progress: bool = True,
 ) -> RecoverReport:
@@ -72,9 +75,19 @@ def recover_(
     ``minutes``, on ``data``: batches of tokenized text (dicts with ``input_ids``; labels, if
     any, are not used). ``config``: the distillation settings (default
     :func:`recovery_config`); its ``epochs`` and ``minutes`` are replaced by the time box. If
-    it raises, the model is as it was."""
+    it raises, the model is as it was.
+
+    max_steps: at most this many optimizer steps (> 0), or None: the minutes alone end the run.
+        The time box still applies; within it the run is exactly ``max_steps`` steps, one pass
+        over the batches cycled to that length (so the report has one epoch), and the
+        learning-rate schedule ends at the last of them, whatever the machine's speed.
+    """
     if not minutes > 0:
         raise PrunekitError(f"minutes must be > 0; got {minutes}")
+    if max_steps is not None and (
+        not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps <= 0
+    ):
+        raise PrunekitError(f"max_steps must be an integer > 0, or None; got {max_steps!r}")
     batches = [trim_padding(b) for b in data]
     if not batches:
         raise PrunekitError("data: got no batches; pass the model's calibration text")
@@ -85,8 +98,13 @@ def recover_(
         )
     if config is None:
         config = recovery_config(model, batches[0])
-    # The epochs only bound the run: the minutes end it.
-    epochs = max(1, _MAX_STEPS // len(batches))
+    if max_steps is None:
+        # The epochs only bound the run: the minutes end it.
+        epochs = max(1, _MAX_STEPS // len(batches))
+    else:
+        # The loop's steps are epochs × batches: one pass over exactly max_steps batches.
+        batches = list(itertools.islice(itertools.cycle(batches), max_steps))
+        epochs = 1
     config = DistillConfig(**{**config.model_dump(), "epochs": epochs, "minutes": minutes})
     run = distill_(model, teacher, batches, config, progress=progress)
     return RecoverReport(

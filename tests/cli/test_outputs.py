@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-import prunekit.cli.prune as prune_cli
+import prunekit.cli.common as cli_common
 from prunekit.cli import main
 
 
@@ -31,7 +31,7 @@ def test_prune_replaces_model_and_reports_together_or_not_at_all(
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # stopped after the model was written, before the reports
 
-    monkeypatch.setattr(prune_cli, "write_reports", killed)
+    monkeypatch.setattr(cli_common, "write_reports", killed)
     code = _prune(factory, out, 0.7)
     assert _outputs(out) == first  # the old model beside the old report, untouched
     assert code == 130  # as for Ctrl-C
