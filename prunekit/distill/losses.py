@@ -36,13 +36,18 @@ def real_positions(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.T
 
 
 def row_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
-    """Between rows ``[N, W]``: mean squared error (``"mse"``) or mean 1 − cos (``"cosine"``,
-    blind to each row's scale)."""
+    """Between rows ``[N, W]``: mean squared error (``"mse"``), the same divided by the
+    teacher's mean square (``"normalized-mse"``: every layer weighs alike whatever the scale of
+    its states, as SquareHead does, Kurtic et al. 2023) or mean 1 − cos (``"cosine"``, blind to
+    each row's scale)."""
     if kind == "mse":
         return F.mse_loss(student, teacher)
+    if kind == "normalized-mse":
+        scale = teacher.detach().float().pow(2).mean().clamp_min(torch.finfo(torch.float32).tiny)
+        return F.mse_loss(student, teacher) / scale
     if kind == "cosine":
         return (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
-    raise ValueError(f"loss kind must be 'mse' or 'cosine'; got {kind!r}")
+    raise ValueError(f"loss kind must be 'mse', 'normalized-mse' or 'cosine'; got {kind!r}")
 
 
 def mean_pool(states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

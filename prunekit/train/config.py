@@ -34,7 +34,7 @@ class TrainingSettings(BaseConfig):
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     output_loss: Literal["kl", "mse", "cosine"] = "kl"
     hidden: list[str] | Literal["auto"] | None = None
-    hidden_loss: Literal["mse", "cosine"] = "mse"
+    hidden_loss: Literal["mse", "normalized-mse", "cosine"] = "mse"
     hidden_weight: float = Field(1.0, ge=0.0)
 
     @field_validator("hidden")
@@ -108,8 +108,9 @@ class FinetuneConfig(TrainingSettings):
         for other nets, the input of the last linear layer. When widths differ a learned linear
         projection maps the student's to the teacher's width; it trains with the student and
         is discarded.
-    hidden_loss: ``"mse"`` or ``"cosine"`` (1 − cos along the width), averaged over positions
-        (padding left out) and over pairs.
+    hidden_loss: ``"mse"``, ``"normalized-mse"`` (divided by the teacher's mean square, so that
+        every pair weighs alike whatever its scale: SquareHead) or ``"cosine"`` (1 − cos along
+        the width), averaged over positions (padding left out) and over pairs.
     hidden_weight: weight of the hidden-state term (≥ 0).
     """
 

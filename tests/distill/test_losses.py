@@ -49,7 +49,10 @@ def test_row_losses_by_hand():
     # row 1 parallel (cos 1), row 2 at 45 degrees
     assert float(row_loss(s, t, "cosine")) == pytest.approx((0 + (1 - 1 / math.sqrt(2))) / 2)
     assert float(row_loss(s, 5 * s, "cosine")) == pytest.approx(0.0, abs=1e-6)
-    with pytest.raises(ValueError, match="'mse' or 'cosine'"):
+    # t's mean square is (9 + 0 + 1 + 1) / 4: the same error on a 10x larger scale weighs alike
+    assert float(row_loss(s, t, "normalized-mse")) == pytest.approx(6 / 11)
+    assert float(row_loss(10 * s, 10 * t, "normalized-mse")) == pytest.approx(6 / 11)
+    with pytest.raises(ValueError, match="'normalized-mse' or 'cosine'"):
         row_loss(s, t, "l1")
 
 
