@@ -10,8 +10,10 @@ Rows, at 50 % unstructured and 2:4: the old defaults (128 calibration samples, n
 each change alone (512 samples; dampening 0.1; mask refinement); the new ``SparseGPTConfig``
 defaults (512 samples + refinement); Wanda before/after refinement; and the new defaults
 followed by ``recover_`` (label-free distillation from the dense model on the model's own
-training text, masks kept, time-boxed). Calibration batches come from the training split,
-disjoint from every evaluation set.
+training text, masks kept, time-boxed). At 50 % also the per-layer sparsity allocations
+(``allocation="sensitivity"`` and ``"owl"``) for SparseGPT's new defaults and for Wanda (128
+samples); N:M fixes every layer's sparsity, so they have no 2:4 rows. Calibration batches come
+from the training split, disjoint from every evaluation set.
 
     python -m bench.oneshot_recover [--models minilm gpt-tiny] [--minutes 10] [--gpt-minutes 2]
 """
@@ -37,20 +39,33 @@ from prunekit.train.loop import fast_bf16
 
 QUERIES = 5000
 CALIBRATION = 512  # the most any variant reads; the others read the first num_samples
+NEW_DEFAULTS = "SparseGPT, new defaults (512 + refine)"  # the variant recovery follows
 
 
 def variants(setting: str) -> dict[str, pk.PruneConfig]:
-    amount: dict[str, Any] = {"pattern": setting} if ":" in setting else {"sparsity": 0.5}
+    nm = ":" in setting
+    amount: dict[str, Any] = {"pattern": setting} if nm else {"sparsity": 0.5}
     old = {"num_samples": 128, "refine": False}
-    return {
+    rows: dict[str, pk.PruneConfig] = {
         "SparseGPT, old defaults (128 samples)": pk.SparseGPTConfig(**amount, **old),
         "+ 512 samples": pk.SparseGPTConfig(**amount, **{**old, "num_samples": 512}),
         "+ dampening 0.1": pk.SparseGPTConfig(**amount, **old, dampening=0.1),
         "+ refine": pk.SparseGPTConfig(**amount, **{**old, "refine": True}),
-        "SparseGPT, new defaults (512 + refine)": pk.SparseGPTConfig(**amount),
+        NEW_DEFAULTS: pk.SparseGPTConfig(**amount),
         "Wanda (128 samples)": pk.WandaConfig(**amount),
         "Wanda + refine": pk.WandaConfig(**amount, refine=True),
     }
+    # An N:M pattern fixes every layer's sparsity: the allocations are ignored there, and their
+    # rows would repeat the uniform ones.
+    if not nm:
+        for allocation in ("sensitivity", "owl"):
+            rows[f"SparseGPT, new defaults + {allocation} allocation"] = pk.SparseGPTConfig(
+                **amount, allocation=allocation
+            )
+            rows[f"Wanda + {allocation} allocation"] = pk.WandaConfig(
+                **amount, allocation=allocation
+            )
+    return rows
 
 
 # The models as bench.oneshot builds them, with more calibration samples (and MiniLM with more
@@ -93,7 +108,7 @@ def run_model(name: str, minutes: float, settings: list[str]) -> tuple[list[dict
                             "seconds": seconds, **got})  # fmt: skip
             rows.append([variant, label, *(f"{v:.4g}" for v in got.values()), f"{seconds:.0f}",
                          f"{report.sparsity:.4f}"])  # fmt: skip
-            if variant.startswith("SparseGPT, new defaults"):
+            if variant == NEW_DEFAULTS:
                 rec = recover_(model, dense, train, minutes=minutes, progress=False)
                 got = score(model, dense)
                 after = sum(int((m.weight == 0).sum()) for m in _pruned_layers(model))

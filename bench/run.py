@@ -23,6 +23,7 @@ from bench import (
     oneshot,
     oneshot_recover,
     onnx,
+    precision,
     quantize,
     recipes,
     reconstruct,
@@ -52,6 +53,7 @@ if __name__ == "__main__":
     accelerate.main([])
     distill.main([])
     finetune_defaults.main([])
+    precision.main([])
     recipes.main([])
     auto.main([])
     record.main([])

@@ -81,9 +81,11 @@ class FinetuneConfig(TrainingSettings):
     max_grad_norm: clip the gradients' global L2 norm to this (None: no clipping).
     precision: ``"fp32"``, or ``"bf16"``: the forward passes and the loss run under
         ``torch.autocast`` in bfloat16 while weights, gradients and the optimizer's state stay
-        fp32 (mixed precision). On a Xeon with AMX a MiniLM training step ran 2.2× faster; on
-        CPUs without native bfloat16 it can be slower. ``"auto"``: bf16 on CPUs with AMX and on
-        GPUs that support bfloat16, else fp32.
+        fp32 (mixed precision). On 2 shared cores of a Xeon with AMX a MiniLM distillation step
+        ran 1.67× faster than in fp32 and a LeNet-5 step 1.38×, at the same losses
+        (``python -m bench.precision``, bench/results/precision.md); on CPUs without AMX bf16 is
+        expected to be slower. ``"auto"``: bf16 on CPUs with AMX and on GPUs that support
+        bfloat16, else fp32.
     seed: for anything random (the projections of hidden-state matching, dropout); the data's
         order is the data loader's.
 
