@@ -134,6 +134,7 @@ config = {
     "sparsegpt": pk.SparseGPTConfig(sparsity=0.5, num_samples=4),
     "magnitude": pk.MagnitudeConfig(sparsity=0.5),
     "magnitude-global": pk.MagnitudeConfig(sparsity=0.5, scope="global"),
+    "channel": pk.MagnitudeConfig(sparsity=0.5, pattern="channel"),
     "rtn": pk.RTNConfig(bits=4, group_size=128),
     "gptq": pk.GPTQConfig(bits=4, group_size=128, num_samples=4),
 }[method]
@@ -154,6 +155,9 @@ print(json.dumps({
     "sparsity": getattr(report, "sparsity", None),
     "bits": sorted({row.bits for row in getattr(report, "layers", [])} if verb is pk.quantize_
                    else []),
+    "verified": getattr(report, "max_diff", None) is not None,
+    "widths": sorted({(b.self_attn.q_proj.out_features, b.mlp.up_proj.out_features)
+                      for b in model.model.layers}),
 }))
 """
 MEMORY_CASES = [
@@ -161,6 +165,7 @@ MEMORY_CASES = [
     ("sparsegpt", "float16"),
     ("magnitude", "bfloat16"),
     ("magnitude-global", "bfloat16"),
+    ("channel", "bfloat16"),
     ("rtn", "bfloat16"),
     ("gptq", "bfloat16"),
 ]
@@ -172,7 +177,9 @@ MEMORY_CASES = [
 @pytest.mark.parametrize(("method", "dtype"), MEMORY_CASES, ids=["-".join(c) for c in MEMORY_CASES])
 def test_peak_memory_within_three_quarters_of_the_model(method: str, dtype: str) -> None:
     """Magnitude planned with every layer's float32 scores at once took 5.7x the bf16 model
-    (global 12x), RTN and GPTQ 1.3x: now a layer (a part of one) at a time."""
+    (global 12x), RTN and GPTQ 1.3x: now a layer (a part of one) at a time. Structured
+    (channel) took 2.7x here (1.27x on the 134M shape): the trace kept every activation and the
+    equivalence check compared float64 copies of the whole outputs."""
     # A fixed mmap threshold: glibc otherwise raises it after each large free (up to 32 MiB) and
     # keeps later freed blocks cached, which moved the same SparseGPT call's peak between 0.65x
     # and 0.86x from run to run; with it, what is measured is what prunekit holds.
@@ -185,6 +192,11 @@ def test_peak_memory_within_three_quarters_of_the_model(method: str, dtype: str)
     assert result["dtypes"] == [f"torch.{dtype}"]
     if method in ("rtn", "gptq"):
         assert result["bits"] == [4]
+    elif method == "channel":
+        # Half the heads (6 → 3, 64 wide) and FFN channels (1024 → 512) of every block,
+        # rebuilt and checked against the masked model.
+        assert result["widths"] == [[192, 512]]
+        assert result["verified"]
     else:
         assert result["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert result["rise"] <= 0.75 * result["bytes"], result

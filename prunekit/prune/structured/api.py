@@ -402,10 +402,22 @@ def _masked_outputs(
                 index = torch.as_tensor(idx, device=t.device)
                 saved.append((t, d, index, t.index_select(d, index)))
                 t.index_fill_(d, index, 0)
-        return [o.detach().clone() for o in run_model(model, example_inputs)]
+        # An output sharing memory with the model's tensors (a weight returned as it is) would
+        # change with them before the comparison; the others are the call's own, kept as they
+        # are (a copy of a language model's logits would add to the peak).
+        state = {_memory(t) for t in tensors.values()}
+        return [
+            o.detach() if _memory(o) not in state else o.detach().clone()
+            for o in run_model(model, example_inputs)
+        ]
     finally:
         for t, d, index, value in reversed(saved):
             t.index_copy_(d, index, value)
+
+
+def _memory(t: torch.Tensor) -> int | None:
+    """Where ``t``'s storage starts (None for layouts without one, such as sparse)."""
+    return t.untyped_storage().data_ptr() if t.layout == torch.strided else None
 
 
 def _compare(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
@@ -425,8 +437,8 @@ def _compare(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> floa
             if not torch.equal(o, r):
                 raise PrunekitError(f"verification: integer output {i} changed; rolled back")
             continue
-        diff = (o.double() - r.double()).abs().max().item() if o.numel() else 0.0
-        scale = max(1.0, r.abs().max().item() if r.numel() else 0.0)
+        diff = _max_abs_diff(o, r)
+        scale = max(1.0, _max_abs_diff(r, None))
         # Narrower matmuls round differently: in bf16 (8 bits of mantissa) a dozen blocks move
         # the outputs by ~1 % of their scale; a missed coupling moves them by about the scale.
         if not diff <= max(1e-4, 16 * torch.finfo(o.dtype).eps) * scale:
@@ -438,3 +450,21 @@ def _compare(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> floa
             )
         worst = max(worst, diff)
     return worst
+
+
+# Elements compared at a time: float64 copies of a language model's whole logits would be a
+# third of its bf16 weights' size.
+COMPARE_CHUNK = 1 << 16
+
+
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor | None) -> float:
+    """``max |a - b|`` in float64 (``b`` None: ``max |a|``), a chunk at a time; 0.0 when empty,
+    NaN when any difference is NaN."""
+    flat_a, flat_b = a.reshape(-1), None if b is None else b.reshape(-1)
+    worst = torch.zeros((), dtype=torch.float64, device=a.device)
+    for start in range(0, flat_a.numel(), COMPARE_CHUNK):
+        chunk = flat_a[start : start + COMPARE_CHUNK].double()
+        if flat_b is not None:
+            chunk.sub_(flat_b[start : start + COMPARE_CHUNK])
+        worst = torch.maximum(worst, chunk.abs_().max())
+    return worst.item()

@@ -9,6 +9,7 @@ q/k/v rows and output-projection columns), each unit removable on its own.
 
 from __future__ import annotations
 
+import gc
 import math
 import operator
 from collections import defaultdict
@@ -21,7 +22,7 @@ from torch import nn
 
 from prunekit.prune.structured.atoms import Atoms, Label, Solved
 from prunekit.prune.structured.rules import HEAD, HIDDEN, NORM, RULES, Context, op_name, unknown
-from prunekit.prune.structured.trace import trace
+from prunekit.prune.structured.trace import Trace, trace
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,37 @@ def analyze(model: nn.Module, example_inputs: Any, *, hidden: bool = False) -> D
     hidden: also the channels under LayerNorm/RMSNorm (the residual stream of a transformer,
     a ConvNeXt stage's width) as ``"hidden"`` groups; a model output on such channels may
     then narrow with them."""
-    tr = trace(model, example_inputs)
-    buffers = {name for name, _ in model.named_buffers()}
     atoms = Atoms()
+    param_atoms, outputs, macs = _label(trace(model, example_inputs), atoms, hidden)
+    # The traced graph's nodes refer to each other, so only the cycle collector frees them (and
+    # the fake tensors they hold): collect now, so that the memory the trace took is reused by
+    # the pruning that follows instead of adding to its peak.
+    gc.collect()
+    solved = atoms.components()
+    buffers = {name for name, _ in model.named_buffers()}
+    # Buffers (BatchNorm running statistics) shrink with their channels but are not parameters.
+    renamed = {(f"buffer:{n}" if n in buffers else n): d for n, d in param_atoms.items()}
+    groups, blocked = _groups(param_atoms, solved)
+    return DependencyGraph(
+        groups=groups,
+        blocked=blocked,
+        param_shapes={n: tuple(len(d) for d in dims) for n, dims in param_atoms.items()},
+        _param_atoms=renamed,
+        _macs=macs,
+        _solved=solved,
+        _outputs=outputs,
+    )
+
+
+def _label(
+    tr: Trace, atoms: Atoms, hidden: bool
+) -> tuple[
+    dict[str, list[np.ndarray]], list[list[np.ndarray] | None], list[list[list[np.ndarray]]]
+]:
+    """Run the coupling rules over every node of ``tr``, uniting and blocking ``atoms``.
+
+    Returns each parameter's (and buffer's) atoms per dimension, each model output's atoms per
+    dimension (None: no label) and the MAC terms of every contraction."""
     labels: dict[Any, Any] = {}
     ctx = Context(atoms, labels, tr.values, hidden=hidden)
     param_atoms: dict[str, list[np.ndarray]] = {}
@@ -205,19 +234,7 @@ def analyze(model: nn.Module, example_inputs: Any, *, hidden: bool = False) -> D
                         atoms.block_unless(d, MODEL_OUTPUT, NORM)
                 else:
                     ctx.block_label(lab, MODEL_OUTPUT)
-    solved = atoms.components()
-    # Buffers (BatchNorm running statistics) shrink with their channels but are not parameters.
-    renamed = {(f"buffer:{n}" if n in buffers else n): d for n, d in param_atoms.items()}
-    groups, blocked = _groups(param_atoms, solved)
-    return DependencyGraph(
-        groups=groups,
-        blocked=blocked,
-        param_shapes={n: tuple(len(d) for d in dims) for n, dims in param_atoms.items()},
-        _param_atoms=renamed,
-        _macs=ctx.macs,
-        _solved=solved,
-        _outputs=outputs,
-    )
+    return param_atoms, outputs, ctx.macs
 
 
 def _flat_labels(items: Any) -> list[Label]:

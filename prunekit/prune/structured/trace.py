@@ -1,4 +1,4 @@
-"""Trace a model into an ATen graph, with the concrete value of every node.
+"""Trace a model into an ATen graph, with the shape of every value.
 
 Why ``make_fx`` in real mode over ``functional_call`` (see DESIGN.md in this folder): it records
 whatever eager PyTorch runs, Python control flow included, so any model that runs on the example
@@ -10,11 +10,14 @@ once instead of per ``nn.Module`` class.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import fx, nn
+from torch._guards import TracingContext, tracing
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.func import functional_call
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils import _pytree as pytree
@@ -59,7 +62,7 @@ class Trace:
     """An ATen graph of one forward pass.
 
     state: placeholder node → parameter/buffer name (deduplicated: a tied weight appears once).
-    values: node → its concrete value on the example input.
+    values: node → its value on the example input, tensors as fake tensors (shapes only).
     """
 
     graph: fx.Graph
@@ -77,13 +80,13 @@ def trace(model: nn.Module, example_inputs: Any) -> Trace:
     try:
         with torch.no_grad():
             try:
-                outputs = output_tensors(model(*args, **kwargs))
+                returns_tensors = bool(output_tensors(model(*args, **kwargs)))
             except Exception as e:
                 raise PrunekitError(
                     f"example_inputs: the model does not run on them ({type(e).__name__}: {e}); "
                     "pass inputs of the shape and dtype the model's forward takes"
                 ) from e
-            if not outputs:
+            if not returns_tensors:
                 raise PrunekitError(
                     "the model returned no tensor on example_inputs; structured pruning needs "
                     "tensor outputs to know which dimensions must be kept"
@@ -95,15 +98,15 @@ def trace(model: nn.Module, example_inputs: Any) -> Trace:
             try:
                 # Real tensors flow through the trace, so data-dependent Python branches
                 # (Hugging Face's mask checks) just take the branch the example input takes.
-                gm = make_fx(forward, tracing_mode="real", _error_on_data_dependent_ops=False)(
-                    state, args, kwargs
-                )
+                with _one_fake_mode():
+                    gm = make_fx(forward, tracing_mode="real", _error_on_data_dependent_ops=False)(
+                        state, args, kwargs
+                    )
             except Exception as e:
                 raise PrunekitError(
                     f"the model could not be traced on example_inputs ({type(e).__name__}: {e}); "
                     "structured pruning needs a forward pass that PyTorch can record"
                 ) from e
-            values = _interpret(gm, (state, args, kwargs))
     finally:
         model.train(was_training)
 
@@ -113,18 +116,18 @@ def trace(model: nn.Module, example_inputs: Any) -> Trace:
     names = list(state)
     state_nodes = {placeholders[i]: names[i] for i in range(len(names))}
     inputs = placeholders[len(names) :]
+    # make_fx records each node's value as a fake tensor (shape, dtype and strides, no data):
+    # all the rules read. Keeping the real values instead (a second run of the graph) held a
+    # language model's activations, most of its weights' size again; the Python scalars that
+    # ``.item()`` returns have no record (None: the rules block what produced them).
+    values = {n: n.meta.get("val") for n in gm.graph.nodes}
     return Trace(gm.graph, state_nodes, inputs, values)
 
 
-def _interpret(gm: fx.GraphModule, inputs: Any) -> dict[fx.Node, Any]:
-    """Run the graph once, keeping every node's value (shapes and index tensors are read later)."""
-    values: dict[fx.Node, Any] = {}
+def _one_fake_mode() -> contextlib.AbstractContextManager[Any]:
+    """Have make_fx record every node's shape with one fake-tensor mode.
 
-    class Recorder(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> Any:
-            out = super().run_node(n)
-            values[n] = out
-            return out
-
-    Recorder(gm).run(*inputs)
-    return values
+    Without one in context, make_fx creates a mode per node, and each keeps the Python stack it
+    was created in (~100 frames): on a 12-block, 46M-parameter LLaMA (1,100 nodes) that was a
+    sixth of its bf16 weights' size and three quarters of the tracing time."""
+    return tracing(TracingContext(FakeTensorMode(allow_fallback_kernels=True)))

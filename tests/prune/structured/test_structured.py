@@ -271,3 +271,21 @@ def test_verification_allows_low_precision_rounding_but_not_a_wrong_model():
         _compare([wrong.bfloat16()], [reference.bfloat16()])
     with pytest.raises(pk.PrunekitError, match="differs from the masked model"):
         _compare([rounded], [reference])
+
+
+def test_verification_in_chunks_finds_what_the_whole_outputs_show(monkeypatch):
+    """The outputs are compared a chunk at a time (float64 copies of a language model's whole
+    logits were a third of its bf16 weights): the largest difference, the scale and a NaN are
+    found wherever they lie."""
+    from prunekit.prune.structured import api
+
+    monkeypatch.setattr(api, "COMPARE_CHUNK", 7)
+    g = torch.Generator().manual_seed(0)
+    reference = torch.randn(4, 64, generator=g)
+    reference[3, 60] = 1000.0  # the scale, in the last chunk: tolerance 0.1 instead of 1e-4
+    out = reference + torch.randn(4, 64, generator=g) * 1e-3
+    whole = float((out.double() - reference.double()).abs().max())
+    assert 1e-4 < api._compare([out], [reference]) == whole
+    out[3, 63] = float("nan")
+    with pytest.raises(pk.PrunekitError, match="differs from the masked model"):
+        api._compare([out], [reference])
