@@ -4,7 +4,8 @@ Each region (a traceable submodule taking one tensor) is traced, BatchNorm folde
 convolutions and ReLU fused by ``prepare_fx`` with the x86 backend's default mapping (int8
 weights per output channel, uint8 activations with histogram-calibrated ranges), calibrated on
 its own inputs recorded from ``data``, and turned by ``convert_fx`` into a graph of quantized
-kernels that is swapped in for the region.
+kernels that is swapped in for the region. Layers named in ``ignore`` stay in that graph as they
+were, under their own names, fused with nothing (prunekit.quantize.unfused).
 
 Saving: the converted graph keeps quantized tensors and packed kernels, which safetensors cannot
 hold. :class:`StaticInt8Region` therefore hides the graph from ``state_dict`` and exposes its
@@ -39,6 +40,7 @@ from prunekit.quantize.grid import sqnr_db
 from prunekit.quantize.repairs import RepairStats, float_copy, fold_batchnorm, repair_layers_
 from prunekit.quantize.report import LayerQuant, QuantizeReport, state_bytes
 from prunekit.quantize.select import swap_all_
+from prunekit.quantize.unfused import Kept, hide_, restore_
 from prunekit.surgery.swaps import register_swap
 from prunekit.targets import select_layers
 
@@ -185,9 +187,11 @@ def _unflat_tensor(key: str, like: torch.Tensor, flat: dict[str, torch.Tensor]) 
 def convert_region(region: nn.Module, inputs: list[torch.Tensor], ignore: list[str]) -> nn.Module:
     """A copy of ``region`` prepared, calibrated on ``inputs`` and converted by torch.ao FX.
 
-    ignore: names (relative to ``region``) of layers inside it kept in float.
+    ignore: names (relative to ``region``) of layers inside it kept in float as they are: same
+    name, same weights, nothing fused into them (see prunekit.quantize.unfused).
     """
     from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     root = copy.deepcopy(region).eval()
@@ -197,16 +201,20 @@ def convert_region(region: nn.Module, inputs: list[torch.Tensor], ignore: list[s
     mapping = get_default_qconfig_mapping("x86")
     for name in ignore:
         mapping.set_module_name(name, None)
+    hide_(root, ignore)  # else prepare_fx fuses them with their BatchNorm and ReLU
+    custom = PrepareCustomConfig().set_non_traceable_module_classes([Kept])
     with warnings.catch_warnings():
         # torch deprecates torch.ao quantization in favour of torchao, whose int8 CPU path ran
         # ≈18× slower here; the FX flow and its kernels are what we want.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        prepared = prepare_fx(root, mapping, (inputs[0],))
+        prepared = prepare_fx(root, mapping, (inputs[0],), prepare_custom_config=custom)
         with torch.no_grad():
             for x in inputs:
                 prepared(x)
-        return convert_fx(prepared)
+        graph = convert_fx(prepared)
+    restore_(graph, ignore)
+    return graph
 
 
 def _regions(model: nn.Module, config: Int8StaticConfig) -> dict[str, nn.Module]:
@@ -394,7 +402,7 @@ def _build_static(region: nn.Module, args: dict[str, Any]) -> nn.Module:
         )
     example = torch.zeros(1, *shape)
     if folded:  # a repaired region was converted from its BN-folded trace: same graph, same keys
-        region = fold_batchnorm(region)
+        region = fold_batchnorm(region, ignore)
     return StaticInt8Region(convert_region(region, [example], ignore))
 
 

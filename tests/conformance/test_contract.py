@@ -212,10 +212,7 @@ def test_config_round_trips(variant: Variant) -> None:
 
 IGNORING = [v for v in VARIANTS if "ignore" in v.info.config.model_fields]
 # Bugs these checks found that need more than a small fix: variant id -> the bug.
-IGNORE_BUGS = {
-    "int8-static": "torch.ao FX still fuses an ignored layer (Linear+ReLU, Conv+BN+ReLU): it is "
-    "kept in float but renamed, and a conv's weights get its BatchNorm folded in",
-}
+IGNORE_BUGS: dict[str, str] = {}
 
 
 def _affected(variant: Variant, got: Outcome) -> list[str]:

@@ -46,18 +46,31 @@ def test_batchnorm_folded_and_relu_fused():
     assert model.features.bias.shape == (8 + 16,)
 
 
-def test_ignore_keeps_a_conv_in_float_and_targets_pick_regions():
+@pytest.mark.parametrize("repaired", [False, True], ids=["plain", "repaired"])
+def test_ignore_keeps_a_conv_as_it_was_and_targets_pick_regions(repaired):
+    # features.3 is a Conv+BN+ReLU: torch fuses such a chain by type, ignored or not.
     model, batches = build("cnn-bn")
-    report = quantize_(
-        model,
-        Int8StaticConfig(targets=["features"], ignore=["features.3"], num_samples=16),
-        data=batches,
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fields = (
+        {"equalize": True, "rounding": "adaround", "rounding_iterations": 5} if repaired else {}
     )
+    config = Int8StaticConfig(targets=["features"], ignore=["features.3"], num_samples=32, **fields)
+    report = quantize_(model, config, data=batches)
     assert [r.name for r in report.layers] == ["features"]
     assert type(model.head) is nn.Linear
-    graph = model.features.graph
-    assert any(type(m) is nn.Conv2d for m in graph.modules())  # features.3 stayed float
     assert "features.3" in report.skipped
+    graph = dict(model.features.graph.named_children())
+    assert type(graph["3"]) is nn.Conv2d  # same name, not fused with its ReLU
+    assert isinstance(graph["4"], torch.ao.nn.quantized.BatchNorm2d)  # its BN not folded in
+    assert "ConvReLU2d" in type(graph["0"]).__name__  # the other conv still fused
+    state = model.state_dict()
+    for key in ("features.3.weight", "features.3.bias", "features.4.running_var"):
+        assert torch.equal(state[key], before[key]), key
+    out = _outputs(model, batches)
+    fresh, _ = build("cnn-bn", seed=1)
+    swaps.replay_swaps_(fresh, swaps.swap_record(model))
+    fresh.load_state_dict(state)
+    assert torch.equal(_outputs(fresh, batches), out)
 
 
 class _Branchy(nn.Module):

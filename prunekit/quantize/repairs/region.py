@@ -23,6 +23,7 @@ from prunekit.quantize.config import Int8StaticConfig
 from prunekit.quantize.repairs.adaround import learn_rounding
 from prunekit.quantize.repairs.equalize import equalize_
 from prunekit.quantize.repairs.layers import QuantLayer, layer_inputs, quant_layers
+from prunekit.quantize.unfused import KeptTracer, hide_, restore_
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +41,21 @@ class RepairStats:
     error_after: dict[str, float] = field(default_factory=dict)
 
 
-def fold_batchnorm(region: nn.Module) -> fx.GraphModule:
+def fold_batchnorm(region: nn.Module, ignore: Collection[str] = ()) -> fx.GraphModule:
     """A traced copy of ``region`` (eval mode) with every BatchNorm folded into the conv
-    before it (torch.fx's ``fuse``); a bare layer is wrapped as torch.ao's converter does."""
+    before it (torch.fx's ``fuse``), except into the layers named in ``ignore`` (relative to
+    ``region``), whose BatchNorm stays a module of its own; a bare layer is wrapped as torch.ao's
+    converter does."""
     from torch.fx.experimental.optimization import fuse
 
     root = copy.deepcopy(region).eval()
     if not list(root.children()):
         root = nn.Sequential(root)
-    return fuse(root, inplace=True)
+    hide_(root, ignore)
+    traced = fx.GraphModule(root, KeptTracer().trace(root), type(root).__name__)
+    folded = fuse(traced, inplace=True, no_trace=True)
+    restore_(folded, ignore)
+    return folded
 
 
 def weight_range() -> tuple[int, int]:
@@ -67,7 +74,7 @@ def float_copy(
     """The float region the repairs start from: BN folded and, with ``equalize``, equalized
     (layers in ``ignore`` are left out); ``region`` itself is not modified."""
     stats = RepairStats()
-    work = fold_batchnorm(region)
+    work = fold_batchnorm(region, ignore)
     if equalize:
         result = equalize_(work, ignore)
         stats.equalized_pairs, stats.equalize_sweeps = len(result.pairs), result.sweeps
