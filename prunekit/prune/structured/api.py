@@ -15,6 +15,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from prunekit.prune.structured.hidden import (
 from prunekit.prune.structured.latency import search_latency
 from prunekit.prune.structured.plan import (
     Limits,
+    give_back,
     per_unit,
     plan_global,
     plan_layer,
@@ -293,22 +295,40 @@ def _plan(
                 f"than min_channels={config.min_channels}; lower its ratio or min_channels"
             )
 
+    fixed = [g for g in groups if ratio_of(g, -1.0) >= 0]
+    # Activation scores do not rank against weight scores: a hidden width takes the ratio,
+    # rounded up (the residual stream is the width least safe to cut), and is not given back.
+    hidden = [g for g in groups if g.kind == HIDDEN and g not in fixed]
+    free = [g for g in groups if g not in fixed and g.kind != HIDDEN]
+    # Under a MACs target the other groups round to their nearest step; give_back settles it.
+    searched = replace(limits, nearest=config.macs_reduction is not None)
+
     def plan_at(ratio: float) -> dict[int, np.ndarray]:
-        fixed = [g for g in groups if ratio_of(g, -1.0) >= 0]
-        # Activation scores do not rank against weight scores: a hidden width takes the ratio.
-        hidden = [g for g in groups if g.kind == HIDDEN and g not in fixed]
-        free = [g for g in groups if ratio_of(g, -1.0) < 0 and g.kind != HIDDEN]
         out = plan_layer(fixed, scores, {g.id: ratio_of(g, 0) for g in fixed}, limits)
         out.update(plan_layer(hidden, scores, {g.id: ratio for g in hidden}, limits))
         if config.scope == "global":
-            out.update(plan_global(free, scores, ratio, limits))
+            out.update(plan_global(free, scores, ratio, searched))
         else:
-            out.update(plan_layer(free, scores, {g.id: ratio for g in free}, limits))
+            out.update(plan_layer(free, scores, {g.id: ratio for g in free}, searched))
         return match_tied(out, tied, scores)
 
     if config.macs_reduction is not None:
         target = graph.count()[1] / config.macs_reduction
         _, removed = search_macs(graph, plan_at, target)
+        if config.round_to > 1:
+            # The search moves every group at once, each a whole step at a time, so it can stop
+            # well past the target: the steps that still fit are put back one by one.
+            removed = match_tied(
+                give_back(
+                    [g for g in free if g.id not in tied],
+                    scores,
+                    removed,
+                    searched,
+                    lambda plan: graph.count(match_tied(plan, tied, scores))[1] <= target,
+                ),
+                tied,
+                scores,
+            )
         reached = graph.count(removed)[1]
         if reached > target * 1.01:
             raise PrunekitError(

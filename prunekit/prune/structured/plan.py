@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,10 +14,13 @@ from prunekit.prune.structured.graph import DependencyGraph, Group
 @dataclass(frozen=True)
 class Limits:
     """Per-group constraints. min_channels: channels (not units) a group keeps at least.
-    round_to: kept channel counts are multiples of this (hardware-friendly widths)."""
+    round_to: kept channel counts are multiples of this (hardware-friendly widths).
+    nearest: round a kept count to the nearest allowed one, not up: for a MACs target, whose
+    total :func:`give_back` then settles; rounding up never removes more than a ratio asks."""
 
     min_channels: int = 1
     round_to: int = 1
+    nearest: bool = False
 
 
 def per_unit(group: Group) -> int:
@@ -24,15 +28,25 @@ def per_unit(group: Group) -> int:
     return int(group.members[0].index.shape[1])
 
 
+def unit_step(group: Group, limits: Limits) -> int:
+    """The fewest units whose channels are a multiple of ``round_to``: kept counts move by this."""
+    return limits.round_to // math.gcd(limits.round_to, per_unit(group))
+
+
 def keep_count(group: Group, ratio: float, limits: Limits) -> int:
-    """Units kept when removing ``ratio`` of them, honouring the limits."""
-    size, width = group.size, per_unit(group)
+    """Units kept when removing ``ratio`` of them, honouring the limits: a multiple of
+    :func:`unit_step`, or the whole group."""
+    size, step = group.size, unit_step(group, limits)
     keep = size - math.floor(ratio * size + 1e-9)
-    keep = max(keep, math.ceil(limits.min_channels / width), 1)
-    step = limits.round_to // math.gcd(limits.round_to, width)
-    if step > 1:
-        keep = math.ceil(keep / step) * step
-    return min(keep, size)
+    least = max(math.ceil(limits.min_channels / per_unit(group)), 1)
+    keep = min(max(keep, least), size)
+    if step == 1 or keep == size:
+        return keep
+    lower, upper = keep // step * step, min(math.ceil(keep / step) * step, size)
+    # Ties go up: keeping a unit more is the safer error.
+    if limits.nearest and keep - lower < upper - keep and lower >= least:
+        return lower
+    return upper
 
 
 def lowest(scores: np.ndarray, keep: int) -> np.ndarray:
@@ -86,3 +100,38 @@ def search_macs(
         else:
             lo = mid
     return hi, best
+
+
+def give_back(
+    groups: list[Group],
+    scores: dict[int, np.ndarray],
+    removed: dict[int, np.ndarray],
+    limits: Limits,
+    fits: Callable[[dict[int, np.ndarray]], bool],
+) -> dict[int, np.ndarray]:
+    """``removed`` with whole steps of units (:func:`unit_step`) put back into ``groups`` while
+    ``fits`` holds for the plan, the step whose units score highest (normalised per group, as
+    :func:`plan_global` ranks them) first, until no group's next step fits.
+
+    A group's step adds at least as many MACs once others have grown, so a step that does not
+    fit never will: each group is dropped at its first miss (at most one ``fits`` call per step
+    put back, plus one per group)."""
+    out = dict(removed)
+    norm = {g.id: scores[g.id] / max(scores[g.id].mean(), 1e-12) for g in groups}
+
+    def gain(g: Group) -> float:
+        back = min(unit_step(g, limits), int(out[g.id].sum()))
+        return float(np.sort(norm[g.id][out[g.id]])[-back:].mean())
+
+    open_groups = [g for g in groups if out[g.id].any()]
+    while open_groups:
+        best = max(open_groups, key=gain)  # ties: the first group
+        kept = int((~out[best.id]).sum())
+        grown = lowest(scores[best.id], min(kept + unit_step(best, limits), best.size))
+        candidate = {**out, best.id: grown}
+        if fits(candidate):
+            out = candidate
+            if grown.any():
+                continue
+        open_groups.remove(best)
+    return out
