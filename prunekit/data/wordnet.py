@@ -98,17 +98,27 @@ def write_gloss_text(
     num_lines: int = 4000,
     seed: int = SEED,
     path: str | Path | None = None,
+    start: int = 0,
 ) -> Path:
     """Write ``num_lines`` WordNet glosses (``words: gloss``), one per line, to ``dest``.
 
     They come from synsets outside the held-out evaluation set, in a seeded order, so the file is
     the same on every machine for the same arguments. Use it as ``text:DEST``: its last 10% of
-    lines are the evaluation split. Written atomically; returns ``dest``.
+    lines are the evaluation split. ``start``: skip that many glosses of the order first (more
+    text disjoint from a file written before, e.g. builtin:minilm's first 4,000). Written
+    atomically; returns ``dest``.
     """
     if num_lines < 10:
         raise PrunekitError(f"num_lines must be >= 10; got {num_lines}")
+    if start < 0:
+        raise PrunekitError(f"start must be >= 0; got {start}")
     _, rest = split_synsets(path, seed)
-    lines = [f"{', '.join(s.words)}: {s.gloss}" for s in rest[:num_lines]]
+    if start + num_lines > len(rest):
+        raise PrunekitError(
+            f"start + num_lines must be <= {len(rest)} (the glosses outside the held-out set); "
+            f"got {start} + {num_lines}"
+        )
+    lines = [f"{', '.join(s.words)}: {s.gloss}" for s in rest[start : start + num_lines]]
     dest = Path(dest).expanduser()
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")

@@ -120,6 +120,11 @@ def test_gloss_text_is_fixed_and_disjoint_from_the_held_out_synsets(tmp_path: Pa
     assert len(held_out) == HELD_OUT and len(held_out) + len(rest) == len(noun_synsets())
     assert lines == [f"{', '.join(s.words)}: {s.gloss}" for s in rest[:50]]
     assert not {s.offset for s in held_out} & {s.offset for s in rest}
+    # More text after a file written before: the order's next lines, none of the earlier ones
+    more = write_gloss_text(tmp_path / "more.txt", num_lines=20, start=40).read_text().splitlines()
+    assert more[:10] == lines[40:] and not set(more[10:]) & set(lines)
+    with pytest.raises(PrunekitError, match="start \\+ num_lines must be <="):
+        write_gloss_text(tmp_path / "x.txt", num_lines=10, start=len(rest) - 5)
 
 
 def test_missing_wordnet_names_the_package(tmp_path: Path) -> None:
