@@ -513,17 +513,30 @@ def stack(ctx: Context) -> Any:
 
 @rule("split", "split_with_sizes", "chunk", "tensor_split")
 def split(ctx: Context) -> Any:
+    """Parts of equal size (``chunk(n)``, ``split(k)``) are cut at the new boundaries after
+    pruning, so part i's position j is united with part 0's: they are removed together and the
+    parts stay equal (the gate and up halves of a fused projection). Unequal parts cannot follow
+    a pruned width, so their dimension is blocked; ``split_with_sizes`` is exempt where the parts
+    are attention heads, whose sizes come from the head counts the rebuild scales (Falcon's
+    fused query/key/value)."""
     lab = ctx.lab(ctx.node.args[0])
-    outs = ctx.out
     nd = len(lab.dims)
     d = _dim(ctx.arg(2, "dim", 0), nd)
+    sizes = [o.shape[d] for o in ctx.out]
+    parts = np.split(lab.dims[d], np.cumsum(sizes)[:-1])
+    if len(set(sizes)) == 1:
+        for part in parts[1:]:
+            ctx.atoms.unite(parts[0], part)
+    else:
+        reason = f"split into parts of unequal sizes {sizes}, which cannot follow a pruned width"
+        if ctx.opname == "split_with_sizes":
+            ctx.atoms.block_unless(lab.dims[d], reason, HEAD)
+        else:
+            ctx.atoms.block(lab.dims[d], reason)
     result = []
-    offset = 0
-    for o in outs:
-        n = o.shape[d]
+    for part in parts:
         dims = list(lab.dims)
-        dims[d] = lab.dims[d][offset : offset + n]
-        offset += n
+        dims[d] = part
         result.append(Label(dims, list(lab.linked)))
     return result
 
