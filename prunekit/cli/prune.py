@@ -8,6 +8,7 @@ or per group, and writes nothing: ``prune_(..., dry_run=True)``.
 from __future__ import annotations
 
 import copy
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,12 @@ def prune(
         help="At most this many optimizer steps of --recover (the minutes still apply): a run "
         "that does not depend on the machine's speed.",
     ),
+    recover_text: Path | None = typer.Option(
+        None,
+        help="More unlabelled text for --recover: a file, one sample per line, tokenized as the "
+        "data is; recovery trains on the data's training text and all of this (more text "
+        "recovers more in the same minutes).",
+    ),
     batch_size: int = typer.Option(128, help="Batch size for calibration and fine-tuning."),
     target: list[str] | None = typer.Option(None, "--target", help="Layers to prune (repeatable)."),
     ignore: list[str] | None = typer.Option(
@@ -180,7 +187,7 @@ def prune(
     _check_structured_options(config, dry_run, out, finetune_epochs, schedule)
     if distill and finetune_epochs == 0:
         raise PrunekitError("--distill teaches while fine-tuning; add --finetune-epochs N (≥ 1)")
-    _check_recover(recover, recover_minutes, recover_steps, finetune_epochs)
+    _check_recover(recover, recover_minutes, recover_steps, finetune_epochs, recover_text)
     check_data_spec(data)
     if out is not None and not dry_run:
         check_out_dir(out)
@@ -219,12 +226,14 @@ def prune(
     if recover:
         from prunekit.distill.recover import recover_
 
+        batches, lines = _recovery_text(train, splits, recover_text, seed)
         steps = "" if recover_steps is None else f", at most {recover_steps} steps"
         with console.status(f"recovering by distillation ({recover_minutes:g} min{steps})…"):
             report["recover"] = recover_(
-                net, dense, train, minutes=recover_minutes, max_steps=recover_steps,
+                net, dense, batches, minutes=recover_minutes, max_steps=recover_steps,
                 progress=False,
             ).to_dict()  # fmt: skip
+        report["recover"]["text_lines"] = lines
     report["seconds"] = time.perf_counter() - start
     compare_and_write(
         dense, net, splits, test, report, out,
@@ -274,11 +283,35 @@ def _compress(
     return plan_table
 
 
+def _recovery_text(train: Any, splits: Any, extra: Path | None, seed: int) -> tuple[list[Any], int]:
+    """The batches recovery trains on, and how many lines they hold: the data's training split,
+    with every line of ``extra`` (tokenized as the data is) shuffled in under ``seed``."""
+    from prunekit.data import load_data
+
+    batches = list(train)
+    lines = len(splits.train)
+    if extra is not None:
+        more = load_data(f"text:{extra}", tokenizer=splits.tokenizer, seq_len=splits.seq_len,
+                         mode=splits.mode)  # fmt: skip
+        for part in ("train", "test"):  # all of it trains: nothing is evaluated on it
+            batches += list(more.loader(part, batch_size=train.batch_size, seed=seed))
+            lines += len(getattr(more, part))
+        random.Random(seed).shuffle(batches)
+    return batches, lines
+
+
 def _check_recover(
-    recover: str | None, minutes: float, steps: int | None, finetune_epochs: int
+    recover: str | None,
+    minutes: float,
+    steps: int | None,
+    finetune_epochs: int,
+    text: Path | None,
 ) -> None:
     if recover is None:
+        if text is not None:
+            raise PrunekitError("--recover-text is text for --recover; add --recover distill")
         return
+    require(text is None or text.is_file(), "--recover-text", text, "a text file")
     require(recover == "distill", "--recover", recover, "'distill'")
     require(minutes > 0, "--recover-minutes", minutes, "> 0")
     require(steps is None or steps > 0, "--recover-steps", steps, "> 0")

@@ -63,6 +63,22 @@ def test_recover_distill_keeps_the_2_4_masks_and_raises_fidelity(tmp_path, capsy
     assert embedding_fidelity(recovered, dense, test) > before + (1 - before) / 4
 
 
+def test_recover_text_adds_unlabelled_lines(tmp_path, capsys, bert_folder):
+    folder, text = bert_folder
+    lines = text.read_text().splitlines()
+    extra = tmp_path / "more.txt"
+    extra.write_text("\n".join(reversed(lines[:50])) + "\n")
+    _prune(folder, text, tmp_path / "out", "--recover", "distill", "--recover-steps", "30",
+           "--recover-text", str(extra))  # fmt: skip
+    capsys.readouterr()
+    run = json.loads((tmp_path / "out" / "report.json").read_text())["recover"]
+    train = load_data(f"text:{text}", tokenizer=load_tokenizer(str(folder)), seq_len=16,
+                      mode="lines").train  # fmt: skip
+    # the data's training lines and every line of the extra file (both of its splits)
+    assert run["text_lines"] == len(train) + 50
+    assert run["steps"] == 30
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -71,6 +87,8 @@ def test_recover_distill_keeps_the_2_4_masks_and_raises_fidelity(tmp_path, capsy
         (["--recover", "distill", "--recover-steps", "0"], "--recover-steps must be > 0"),
         (["--recover", "distill", "--finetune-epochs", "1"], "use one"),
         (["--recover", "distill", "--data", "digits"], "is not text"),
+        (["--recover-text", "README.md"], "add --recover distill"),
+        (["--recover", "distill", "--recover-text", "no-such.txt"], "--recover-text must be"),
     ],
 )
 def test_bad_recover_input_exits_2_with_one_line(tmp_path, capsys, args, message):
