@@ -38,7 +38,7 @@ def _hf(name):
 CASES = [(n, _hand_made) for n in [*zoo.ZOO, *zoo.COUPLINGS]] + [(n, _hf) for n in hf_zoo.ZOO]
 
 
-def _masked_reference(model, plan, inputs):
+def masked_reference(model, plan, inputs):
     masked = copy.deepcopy(model)
     tensors = {**dict(masked.named_parameters()), **dict(masked.named_buffers())}
     with torch.no_grad():
@@ -61,7 +61,7 @@ def test_pruned_equals_masked(name, build):
         return
     report = pk.prune_(model, config, example_inputs=inputs)
     assert report.applied and report.plan
-    reference = _masked_reference(dense, report.plan, inputs)
+    reference = masked_reference(dense, report.plan, inputs)
     with torch.no_grad():
         outputs = run_model(model.eval(), inputs)
     assert len(outputs) == len(reference)

@@ -12,6 +12,7 @@ import prunekit as pk
 from prunekit.prune.structured import analyze
 from prunekit.prune.structured.trace import run_model
 from tests import zoo
+from tests.prune.structured.test_equivalence import masked_reference
 
 
 class FusedSwiGLU(nn.Module):
@@ -42,16 +43,6 @@ class Parts(nn.Module):
         return self.a(first) + self.b(torch.cat(rest, dim=-1))
 
 
-def _masked(model, plan, inputs):
-    masked = copy.deepcopy(model)
-    tensors = {**dict(masked.named_parameters()), **dict(masked.named_buffers())}
-    with torch.no_grad():
-        for name, dims in plan.items():
-            for d, idx in dims.items():
-                tensors[name].index_fill_(int(d), torch.tensor(idx), 0)
-        return run_model(masked, inputs)
-
-
 def _prune_and_compare(model, inputs, **config):
     dense = copy.deepcopy(model)
     report = pk.prune_(
@@ -60,7 +51,7 @@ def _prune_and_compare(model, inputs, **config):
     assert report.applied and report.plan
     with torch.no_grad():
         outputs = run_model(model, inputs)
-    for out, ref in zip(outputs, _masked(dense, report.plan, inputs), strict=True):
+    for out, ref in zip(outputs, masked_reference(dense, report.plan, inputs), strict=True):
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     return report
 
