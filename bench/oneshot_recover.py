@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import random
 import tempfile
 import time
 from functools import partial
@@ -35,9 +34,9 @@ from torch import nn
 
 import prunekit as pk
 from bench.common import machine, write
-from bench.oneshot import SEQ_LEN, gpt_tiny_task, minilm_task
+from bench.oneshot import gpt_tiny_task, minilm_task
 from prunekit.calibrate import find_blocks
-from prunekit.data import load_data, write_gloss_text
+from prunekit.data import with_more_text, write_gloss_text
 from prunekit.distill.recover import recover_
 from prunekit.measure.render import markdown_table
 from prunekit.train.loop import fast_bf16
@@ -96,18 +95,16 @@ def recovery_task(name: str) -> tuple[nn.Module, list[Any], Any, Any, str]:
     the setting says so."""
     dense, calib, score, setting, splits = TASKS[name]()
     what, batch_size = RECOVERY[name]
-    train = list(splits.loader("train", batch_size=batch_size, seed=0))
+    loader = splits.loader("train", batch_size=batch_size, seed=0)
     recovery = f"recovery text: the {len(splits.train):,} training {what}"
-    if name == "minilm":
+    if name != "minilm":
+        train = list(loader)
+    else:
         with tempfile.TemporaryDirectory() as tmp:
             file = write_gloss_text(
                 Path(tmp) / "more.txt", num_lines=MORE_GLOSSES, start=GLOSS_FILE_LINES
             )
-            more = load_data(f"text:{file}", tokenizer=splits.tokenizer, seq_len=SEQ_LEN,
-                             mode="lines")  # fmt: skip
-            for part in ("train", "test"):  # all of it trains: nothing is evaluated on it
-                train += list(more.loader(part, batch_size=batch_size, seed=0))
-        random.Random(0).shuffle(train)
+            train, _ = with_more_text(loader, splits, file, seed=0)
         recovery += f" and {MORE_GLOSSES:,} further WordNet glosses (other synsets)"
     recovery += f", batches of {batch_size}"
     return dense, calib, train, score, f"{setting}; {recovery}"

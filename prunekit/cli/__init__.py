@@ -11,7 +11,18 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from prunekit.cli import analyze, auto, demo, export, factorize, measure, methods, prune, run
+from prunekit.cli import (
+    analyze,
+    auto,
+    demo,
+    export,
+    factorize,
+    glosses,
+    measure,
+    methods,
+    prune,
+    run,
+)
 from prunekit.errors import PrunekitError, quote
 
 app = typer.Typer(
@@ -21,7 +32,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (demo, prune, factorize, measure, export, methods, analyze, run, auto):
+for module in (demo, prune, factorize, measure, export, methods, analyze, run, auto, glosses):
     module.register(app)
 
 INTERRUPTED = 130  # Ctrl-C, as shells report it

@@ -8,7 +8,6 @@ or per group, and writes nothing: ``prune_(..., dry_run=True)``.
 from __future__ import annotations
 
 import copy
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from prunekit.cli.common import (
     resolve_data,
     show,
 )
+from prunekit.data import with_more_text
 from prunekit.errors import PrunekitError, quote
 from prunekit.measure.accuracy import top1_accuracy
 from prunekit.prune import prune_
@@ -226,7 +226,10 @@ def prune(
     if recover:
         from prunekit.distill.recover import recover_
 
-        batches, lines = _recovery_text(train, splits, recover_text, seed)
+        batches, lines = list(train), len(splits.train)
+        if recover_text is not None:
+            batches, added = with_more_text(train, splits, recover_text, seed=seed)
+            lines += added
         steps = "" if recover_steps is None else f", at most {recover_steps} steps"
         with console.status(f"recovering by distillation ({recover_minutes:g} min{steps})…"):
             report["recover"] = recover_(
@@ -281,23 +284,6 @@ def _compress(
         if distill:
             report["finetune"]["teacher"] = "the original model (temperature 4, alpha 0.5)"
     return plan_table
-
-
-def _recovery_text(train: Any, splits: Any, extra: Path | None, seed: int) -> tuple[list[Any], int]:
-    """The batches recovery trains on, and how many lines they hold: the data's training split,
-    with every line of ``extra`` (tokenized as the data is) shuffled in under ``seed``."""
-    from prunekit.data import load_data
-
-    batches = list(train)
-    lines = len(splits.train)
-    if extra is not None:
-        more = load_data(f"text:{extra}", tokenizer=splits.tokenizer, seq_len=splits.seq_len,
-                         mode=splits.mode)  # fmt: skip
-        for part in ("train", "test"):  # all of it trains: nothing is evaluated on it
-            batches += list(more.loader(part, batch_size=train.batch_size, seed=seed))
-            lines += len(getattr(more, part))
-        random.Random(seed).shuffle(batches)
-    return batches, lines
 
 
 def _check_recover(

@@ -134,6 +134,7 @@ def run(
             identity=identity,
             source={**source, "recipe": plan.to_dict()},
             tokenizer=splits.tokenizer if text else None,
+            splits=splits,
             on_step=progress,
         )
     if json_out:

@@ -10,7 +10,7 @@ from prunekit.data.registry import (
     register_dataset,
 )
 from prunekit.data.splits import DataSplits
-from prunekit.data.text import TextSplits, load_text
+from prunekit.data.text import TextSplits, load_text, with_more_text
 from prunekit.data.wordnet import write_gloss_text
 
 __all__ = [
@@ -26,5 +26,6 @@ __all__ = [
     "parse_idx",
     "read_idx",
     "register_dataset",
+    "with_more_text",
     "write_gloss_text",
 ]

@@ -18,6 +18,8 @@ Two ways to batch (``mode``):
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from prunekit.data.splits import Splits
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, quote
 
 MODES = ("stream", "lines")
 SPLIT_WORDS = {"train": "calibration", "test": "evaluation"}
@@ -130,6 +132,64 @@ def load_text(
         mode=mode,
         tokenizer=tokenizer,
     )
+
+
+def with_more_text(
+    batches: Iterable[Any],
+    splits: Any,
+    path: str | Path,
+    *,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> tuple[list[Any], int]:
+    """``(batches, num_samples)``: ``batches`` plus every line of the text file ``path``,
+    tokenized as ``splits`` is (its tokenizer, ``seq_len`` and ``mode``), all shuffled together.
+
+    For training on more unlabelled text than the data's training split (label-free recovery,
+    distillation): the file is split and tokenized as ``text:FILE`` data is, and both of its
+    splits train, in batches of ``batch_size`` (default: that of ``batches``, a DataLoader)
+    drawn under ``seed``; then the batch list is shuffled under ``seed``, so the result depends
+    only on the arguments. ``num_samples``: the samples the file added (its lines in ``lines``
+    mode, its ``seq_len`` windows in ``stream`` mode). Raises PrunekitError when ``splits`` is
+    not text data, or the file is missing or has fewer than 2 non-empty lines.
+    """
+    tokenizer = getattr(splits, "tokenizer", None)
+    if tokenizer is None:
+        raise PrunekitError(
+            f"splits: more text is tokenized as the data is, and "
+            f"{getattr(splits, 'name', type(splits).__name__)!r} is not text data (no "
+            f"tokenizer); use text data such as text:FILE or a builtin text model's"
+        )
+    batch_size = getattr(batches, "batch_size", None) if batch_size is None else batch_size
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise PrunekitError(
+            f"batch_size must be an integer >= 1 (or batches a DataLoader that has one); "
+            f"got {batch_size!r}"
+        )
+    try:
+        file = Path(path).expanduser()
+        found = file.is_file()
+    except (OSError, RuntimeError):  # a name too long, or ~user of no user
+        found = False
+    if not found:
+        raise PrunekitError(
+            f"more text: {quote(str(path))} is not a file; pass a text file, one sample per line"
+        )
+    try:
+        count = sum(1 for line in file.read_text(encoding="utf-8").splitlines() if line.strip())
+    except (OSError, UnicodeDecodeError) as err:
+        raise PrunekitError(f"more text: cannot read {file} as UTF-8 text: {err}") from err
+    if count < 2:
+        raise PrunekitError(
+            f"more text: {file} has {count} non-empty line(s); give a file with at least 2 "
+            f"(one sample per line)"
+        )
+    more = load_text(file, tokenizer=tokenizer, seq_len=splits.seq_len, mode=splits.mode)
+    out = list(batches)
+    for part in ("train", "test"):  # all of it trains: nothing is evaluated on it
+        out += list(more.loader(part, batch_size=batch_size, seed=seed))
+    random.Random(seed).shuffle(out)
+    return out, len(more.train) + len(more.test)
 
 
 def token_stream(tokenizer: Any, lines: list[str]) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Running one step: each verb calls the library's own verb, nothing more.
 
 Calibration data (``wanda``, ``taylor``, ``int8-static``, ``gptq``, …) is the train split; the
-teacher of ``distill: true`` and of ``distill`` steps is the original, unmodified model.
+teacher of ``distill: true`` and of ``distill`` steps is the original, unmodified model. A
+``distill`` step with ``more_text`` trains on the train split and every line of that file.
 Each function changes ``model`` in place (or, for export and measure, reads it) and returns the
 verb's report as a JSON-ready dict.
 """
@@ -16,7 +17,9 @@ from typing import Any
 from torch import nn
 
 from prunekit.data.batches import first_batch, split_batch
+from prunekit.data.text import with_more_text
 from prunekit.recipe.steps import (
+    DistillOptions,
     ExportOptions,
     FinetuneOptions,
     MeasureOptions,
@@ -35,6 +38,7 @@ class StepContext:
     out: Path
     accuracy: bool = True
     metrics: Callable[[nn.Module], dict[str, float]] | None = None
+    splits: Any = None  # the text data ``train`` comes from, for a distill step's more_text
 
     @property
     def example_inputs(self) -> Any:
@@ -82,8 +86,14 @@ def _finetune(step: Step, model: nn.Module, ctx: StepContext) -> dict[str, Any]:
 def _distill(step: Step, model: nn.Module, ctx: StepContext) -> dict[str, Any]:
     from prunekit.distill import distill_
 
-    report = distill_(model, ctx.teacher, ctx.train, step.config, eval_data=_labelled(ctx))
-    return report.to_dict()
+    options, config = step.options, step.config
+    assert isinstance(options, DistillOptions) and config is not None
+    if options.more_text is None:
+        return distill_(model, ctx.teacher, ctx.train, config, eval_data=_labelled(ctx)).to_dict()
+    # A list in one shuffled order, which every epoch then repeats.
+    data, added = with_more_text(ctx.train, ctx.splits, options.more_text, seed=config.seed)
+    report = distill_(model, ctx.teacher, data, config, eval_data=_labelled(ctx)).to_dict()
+    return {**report, "more_text_samples": added}
 
 
 def _share(step: Step, model: nn.Module, ctx: StepContext) -> dict[str, Any]:

@@ -33,18 +33,20 @@ class Recipe:
     """Validated steps, in order. Build one with :meth:`from_yaml`, :meth:`from_dict` or from
     a list of ``{verb: fields}`` mappings; any error raises :class:`RecipeError`."""
 
-    def __init__(self, steps: list[Mapping[str, Any]]) -> None:
+    def __init__(self, steps: list[Mapping[str, Any]], base: Path | None = None) -> None:
         if not isinstance(steps, list) or not steps:
             raise RecipeError(
                 f"steps: expected a non-empty list of steps such as `- prune: {{method: "
                 f"magnitude}}`; got {quote(steps)}",
                 field="steps",
             )
-        self.steps: tuple[Step, ...] = tuple(parse_step(i, s) for i, s in enumerate(steps, 1))
+        self.steps: tuple[Step, ...] = tuple(parse_step(i, s, base) for i, s in enumerate(steps, 1))
 
     @classmethod
-    def from_dict(cls, data: Any) -> Recipe:
-        """From ``{"steps": [...]}``; any other top-level key is an error."""
+    def from_dict(cls, data: Any, base: Path | None = None) -> Recipe:
+        """From ``{"steps": [...]}``; any other top-level key is an error. Relative file paths
+        (a ``distill`` step's ``more_text``) are read from ``base`` (None: the working
+        directory)."""
         if not isinstance(data, dict):
             raise RecipeError(
                 f"a recipe is a mapping with one key, steps; got {type(data).__name__}"
@@ -55,19 +57,23 @@ class Recipe:
                 f"unknown top-level key {quote(extra[0])}; a recipe has one key, steps",
                 field=extra[0],
             )
-        return cls(data.get("steps"))
+        return cls(data.get("steps"), base)
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> Recipe:
         """From a YAML file (a ``Path``, or a string naming a ``.yaml``/``.yml`` file) or from
         YAML text; read as ``yaml.safe_load`` does, within the bounds of
         :mod:`prunekit.recipe.bounded_yaml` (1 MiB, aliases expanding to at most 10,000
-        values)."""
+        values). Relative file paths in a file are read from its folder, in text from the
+        working directory."""
+        base = None
         if isinstance(source, Path) or (
             "\n" not in source and source.strip().endswith(YAML_SUFFIXES)
         ):
-            source = read_text(Path(source))
-        return cls.from_dict(load_yaml(source))
+            path = Path(source)
+            source = read_text(path)
+            base = path.parent.resolve()
+        return cls.from_dict(load_yaml(source), base)
 
     def to_dict(self) -> dict[str, Any]:
         """``{"steps": [{verb: fields}, ...]}`` with every default filled in."""

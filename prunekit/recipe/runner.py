@@ -35,7 +35,7 @@ from prunekit.recipe.state import (
     write_json_atomic,
     write_text_atomic,
 )
-from prunekit.recipe.steps import Step
+from prunekit.recipe.steps import RecipeError, Step
 from prunekit.train import teacher_copy
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def run_recipe(
     identity: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
     tokenizer: Any = None,
+    splits: Any = None,
     progress: bool = True,
     on_step: Callable[[str, bool], None] | None = None,
 ) -> RecipeReport:
@@ -90,6 +91,8 @@ def run_recipe(
     identity: whatever else the run depends on (data and model specs, batch size, seed);
         recorded, and compared on resume.
     source, tokenizer: passed to ``prunekit.save`` for ``out/model``.
+    splits: the text data ``train_data`` is a loader of (``prunekit.data.TextSplits``), which
+        a ``distill`` step's ``more_text`` file is tokenized as; needed only for that.
     progress: log a line as each step starts and ends (at INFO; at DEBUG when False).
     on_step: instead of logging, ``on_step(line, finished)`` as each step starts (False) and
         ends (True), e.g. to update a status line.
@@ -100,6 +103,7 @@ def run_recipe(
         raise TypeError(f"recipe: expected a prunekit.Recipe; got {type(recipe).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
+    _check_more_text(recipe, train_data, splits)
     evaluation = evaluation or Evaluation()
     level = logging.INFO if progress else logging.DEBUG
     say = on_step or (lambda line, finished: log.log(level, "%s", line))
@@ -114,7 +118,7 @@ def run_recipe(
     write_text_atomic(out / "recipe.yaml", recipe.to_yaml())
     seeds = _loader_seeds(train_data, eval_data)
     ctx = StepContext(train_data, eval_data, teacher_copy(model), out, evaluation.accuracy,
-                      evaluation.metrics)  # fmt: skip
+                      evaluation.metrics, splits)  # fmt: skip
     done = len(state.finished)
     if done:
         say(f"resuming after step {done}/{len(recipe)} ({state.model_dir or 'the original'})", True)
@@ -197,6 +201,26 @@ def _run_step(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return entry["row"]
+
+
+def _check_more_text(recipe: Recipe, train_data: Any, splits: Any) -> None:
+    # Before any step runs: a distill step's more_text is tokenized as the data is.
+    for step in recipe.steps:
+        if getattr(step.options, "more_text", None) is None:
+            continue
+        if getattr(splits, "tokenizer", None) is None:
+            raise RecipeError(
+                f"step {step.index} ({step.verb}): field 'more_text' is tokenized as the data "
+                f"is; pass the text data as splits= (a prunekit.data.TextSplits, e.g. text:FILE) "
+                f"or drop more_text",
+                step.index, step.verb, "more_text",
+            )  # fmt: skip
+        if getattr(train_data, "batch_size", None) is None:
+            raise RecipeError(
+                f"step {step.index} ({step.verb}): field 'more_text' is batched as train_data "
+                f"is; pass train_data as a DataLoader (splits.loader('train', ...))",
+                step.index, step.verb, "more_text",
+            )  # fmt: skip
 
 
 def _title(identity: dict[str, Any] | None) -> str:

@@ -14,7 +14,7 @@ import difflib
 import importlib
 import importlib.util
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -118,6 +118,24 @@ class MeasureOptions(BaseConfig):
         return v
 
 
+class DistillOptions(BaseConfig):
+    """distill's own field: ``more_text``, a text file (one sample per line) whose every line
+    also trains, tokenized as the run's text data is and shuffled in with its training batches
+    (``prunekit.data.with_more_text``). A relative path is read from the recipe file's folder
+    (from the working directory for a recipe given as text or a mapping); the file must exist
+    when the recipe is read."""
+
+    more_text: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        # Unset, the field is not written: recipes and their digests stay what they were before
+        # it existed, so a run started then still resumes.
+        out = super().to_dict()
+        if out.get("more_text") is None:
+            out.pop("more_text", None)
+        return out
+
+
 class NoOptions(BaseConfig):
     """A verb whose fields are all its method's."""
 
@@ -136,7 +154,7 @@ class Verb:
 VERBS: dict[str, Verb] = {
     "prune": Verb(PruneOptions, "prune"),
     "finetune": Verb(FinetuneOptions),
-    "distill": Verb(NoOptions, "distill", "kd"),
+    "distill": Verb(DistillOptions, "distill", "kd"),
     "share": Verb(NoOptions, "share", "kmeans"),
     "factorize": Verb(NoOptions, "factorize", "svd"),
     "quantize": Verb(NoOptions, "quantize"),
@@ -178,8 +196,9 @@ class Step:
         return {self.verb: self.fields()}
 
 
-def parse_step(index: int, raw: Any) -> Step:
-    """Validate one recipe entry (``{verb: {field: value}}``) into a :class:`Step`."""
+def parse_step(index: int, raw: Any, base: Path | None = None) -> Step:
+    """Validate one recipe entry (``{verb: {field: value}}``) into a :class:`Step`; relative
+    file paths in it are read from ``base`` (None: the working directory)."""
     if not isinstance(raw, dict) or len(raw) != 1:
         raise RecipeError(
             f"step {index}: expected one verb with its fields, such as "
@@ -226,9 +245,31 @@ def parse_step(index: int, raw: Any) -> Step:
     if info is not None:
         mine = {k: v for k, v in fields.items() if k in theirs}
         config = _validate(index, verb, label, info.config, mine)
+    options = _resolve_paths(index, verb, options, base)
     step = Step(index, verb, options, info.name if info else None, config)
     _check_combination(step)
     return step
+
+
+def _resolve_paths(index: int, verb: str, options: Any, base: Path | None) -> Any:
+    # Resolved once, here, so the recorded recipe names the file read, wherever it runs from.
+    if not isinstance(options, DistillOptions) or options.more_text is None:
+        return options
+    try:
+        file = Path(options.more_text).expanduser()
+        file = file if file.is_absolute() else (base or Path.cwd()) / file
+        found = file.is_file()
+    except (OSError, RuntimeError):  # a name too long, or ~user of no user
+        found = False
+    if not found:
+        where = f"the recipe's folder {base}" if base else "the working directory"
+        raise RecipeError(
+            f"step {index} ({verb}): field 'more_text': {quote(options.more_text)} is not a file "
+            f"(relative paths are read from {where}); give an existing text file, one sample "
+            f"per line",
+            index, verb, "more_text",
+        )  # fmt: skip
+    return options.model_copy(update={"more_text": str(file.resolve())})
 
 
 def _method(index: int, verb: str, spec: Verb, name: Any) -> MethodInfo:
