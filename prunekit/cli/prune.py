@@ -226,9 +226,12 @@ def prune(
     if recover:
         from prunekit.distill.recover import recover_
 
-        batches, lines = list(train), len(splits.train)
+        # Recovery batches as bench.oneshot_recover measured it: 32 lines of text, or 8 windows
+        # of seq_len tokens (the loader above batches 8 of either, for calibration).
+        loader = splits.loader("train", batch_size=32 if splits.mode == "lines" else 8, seed=seed)
+        batches, lines = list(loader), len(splits.train)
         if recover_text is not None:
-            batches, added = with_more_text(train, splits, recover_text, seed=seed)
+            batches, added = with_more_text(loader, splits, recover_text, seed=seed)
             lines += added
         steps = "" if recover_steps is None else f", at most {recover_steps} steps"
         with console.status(f"recovering by distillation ({recover_minutes:g} min{steps})…"):
@@ -236,7 +239,7 @@ def prune(
                 net, dense, batches, minutes=recover_minutes, max_steps=recover_steps,
                 progress=False,
             ).to_dict()  # fmt: skip
-        report["recover"]["text_lines"] = lines
+        report["recover"].update(text_lines=lines, batch_size=loader.batch_size)
     report["seconds"] = time.perf_counter() - start
     compare_and_write(
         dense, net, splits, test, report, out,

@@ -10,7 +10,8 @@ pattern are exactly the one-shot step's.
 
 Mixed precision where the hardware multiplies bfloat16 natively (``precision="auto"``: AMX
 CPUs, most GPUs), so a time box holds more steps there (1.67× on a 2-core AMX Xeon:
-``python -m bench.precision``). Time-boxed by
+``python -m bench.precision``), and lines of text are batched with lines of similar length
+(``group_by_length``: 2.7× fewer tokens computed on MiniLM's WordNet recovery text). Time-boxed by
 :class:`DistillConfig`'s ``minutes``: the run stops when the minutes are spent
 (cycling over the batches when they are few) and the learning-rate schedule follows the clock,
 so it decays to its end at the deadline however busy the machine is. ``max_steps`` bounds the
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from prunekit.calibrate import calibration_forward
+from prunekit.data.batches import group_by_length as group_batches
 from prunekit.data.batches import split_batch, trim_padding
 from prunekit.distill.api import DistillReport, distill_
 from prunekit.distill.config import DistillConfig
@@ -70,6 +72,7 @@ def recover_(
     minutes: float = 10.0,
     max_steps: int | None = None,
     config: DistillConfig | None = None,
+    group_by_length: bool = True,
     progress: bool = True,
 ) -> RecoverReport:
     """Distill ``teacher`` (the dense model) into the pruned ``model`` in place for at most
@@ -82,6 +85,9 @@ def recover_(
         The time box still applies; within it the run is exactly ``max_steps`` steps, one pass
         over the batches cycled to that length (so the report has one epoch), and the
         learning-rate schedule ends at the last of them, whatever the machine's speed.
+    group_by_length: re-batch the lines so each batch holds lines of similar length (same
+        samples and batch size; :func:`prunekit.data.batches.group_by_length`): far less padding
+        is computed, so the time box holds more steps. False: the batches as given.
     """
     if not minutes > 0:
         raise PrunekitError(f"minutes must be > 0; got {minutes}")
@@ -89,7 +95,10 @@ def recover_(
         not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps <= 0
     ):
         raise PrunekitError(f"max_steps must be an integer > 0, or None; got {max_steps!r}")
-    batches = [trim_padding(b) for b in data]
+    batches = list(data)
+    if group_by_length and batches:
+        batches = group_batches(batches, seed=0 if config is None else config.seed)
+    batches = [trim_padding(b) for b in batches]
     if not batches:
         raise PrunekitError("data: got no batches; pass the model's calibration text")
     if not isinstance(split_batch(batches[0])[0], dict):

@@ -46,6 +46,7 @@ def test_recover_distill_keeps_the_2_4_masks_and_raises_fidelity(tmp_path, capsy
     capsys.readouterr()
     run = json.loads((tmp_path / "recovered" / "report.json").read_text())["recover"]
     assert run["steps"] == 40 and not run["out_of_time"]
+    assert run["batch_size"] == 32  # lines of text recover in batches of 32, as the bench did
     dense, _ = load_model(f"hf:{folder}")
     tok = load_tokenizer(str(folder))
     test = load_data(f"text:{text}", tokenizer=tok, seq_len=16, mode="lines").loader("test", 16)
