@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test data
 	$(BIN)/ruff check prunekit tests bench
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=30
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check prunekit tests bench

@@ -331,8 +331,7 @@ def hidden_markdown(payload: dict[str, Any], heading: bool = True) -> str:
         "latency (without the map), timed interleaved in this run. For comparison, "
         "bench.distill's heads + FFN student (2× fewer MACs, 17,359,824 params) reached "
         "recall@1 0.415 after 3 epochs of the same distillation in fp32 "
-        "([distill.md](distill.md)).\n\n"
-        + markdown_table(HIDDEN_COLUMNS, rows)
+        "([distill.md](distill.md)).\n\n" + markdown_table(HIDDEN_COLUMNS, rows)
     )
 
 
