@@ -99,14 +99,18 @@ def write_gloss_text(
     seed: int = SEED,
     path: str | Path | None = None,
     start: int = 0,
+    parts: bool = False,
 ) -> Path:
     """Write ``num_lines`` WordNet glosses (``words: gloss``), one per line, to ``dest``.
 
     They come from synsets outside the held-out evaluation set, in a seeded order, so the file is
     the same on every machine for the same arguments. Use it as ``text:DEST``: its last 10% of
     lines are the evaluation split. ``start``: skip that many glosses of the order first (more
-    text disjoint from a file written before, e.g. builtin:minilm's first 4,000). Written
-    atomically; returns ``dest``.
+    text disjoint from a file written before, e.g. builtin:minilm's first 4,000). ``parts``:
+    each synset also gives its words alone and its definition alone as lines of their own (three
+    lines per synset, ``num_lines`` counting synsets): the short inputs a definition → words
+    retriever embeds, which whole glosses do not show a model. Written atomically; returns
+    ``dest``.
     """
     if num_lines < 10:
         raise PrunekitError(f"num_lines must be >= 10; got {num_lines}")
@@ -118,7 +122,10 @@ def write_gloss_text(
             f"start + num_lines must be <= {len(rest)} (the glosses outside the held-out set); "
             f"got {start} + {num_lines}"
         )
-    lines = [f"{', '.join(s.words)}: {s.gloss}" for s in rest[start : start + num_lines]]
+    lines = []
+    for s in rest[start : start + num_lines]:
+        words = ", ".join(s.words)
+        lines += [f"{words}: {s.gloss}", words, s.definition] if parts else [f"{words}: {s.gloss}"]
     dest = Path(dest).expanduser()
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
