@@ -86,7 +86,8 @@ RECOVERY = {"minilm": ("gloss lines", 32), "gpt-tiny": ("windows", 8)}
 # alone and its definition alone (write_gloss_text's parts): the two kinds of input the
 # retrieval embeds, which whole "words: gloss" lines never show the model. On the same 50 %
 # model, 864 steps each (one-off runs on the AMX Xeon): whole glosses alone 0.3388 recall@1,
-# with the parts 0.3430 (MRR 0.4258 -> 0.4271); the parts are short, so steps are faster too.
+# with the parts 0.3430 (MRR 0.4258 -> 0.4271). In random batches the short parts saved no time
+# (a batch is as long as its longest line); recover_'s group_by_length makes them cheap.
 MORE_GLOSSES = 20_000
 GLOSS_FILE_LINES = 4000
 
