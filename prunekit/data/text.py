@@ -134,6 +134,17 @@ def load_text(
     )
 
 
+def existing_file(path: str | Path, base: Path | None = None) -> Path | None:
+    """``path`` (``~`` expanded; relative to ``base`` when given) if it names an existing file,
+    else None — also for names the OS refuses (too long, ``~user`` of no user)."""
+    try:
+        file = Path(path).expanduser()
+        file = file if base is None or file.is_absolute() else base / file
+        return file if file.is_file() else None
+    except (OSError, RuntimeError):
+        return None
+
+
 def with_more_text(
     batches: Iterable[Any],
     splits: Any,
@@ -166,12 +177,8 @@ def with_more_text(
             f"batch_size must be an integer >= 1 (or batches a DataLoader that has one); "
             f"got {batch_size!r}"
         )
-    try:
-        file = Path(path).expanduser()
-        found = file.is_file()
-    except (OSError, RuntimeError):  # a name too long, or ~user of no user
-        found = False
-    if not found:
+    file = existing_file(path)
+    if file is None:
         raise PrunekitError(
             f"more text: {quote(str(path))} is not a file; pass a text file, one sample per line"
         )

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from prunekit.config import BaseConfig
+from prunekit.data.text import existing_file
 from prunekit.errors import PrunekitError, quote
 from prunekit.prune.methods.calibrated import CalibratedConfig
 from prunekit.prune.schedule import SCHEDULES
@@ -255,13 +256,8 @@ def _resolve_paths(index: int, verb: str, options: Any, base: Path | None) -> An
     # Resolved once, here, so the recorded recipe names the file read, wherever it runs from.
     if not isinstance(options, DistillOptions) or options.more_text is None:
         return options
-    try:
-        file = Path(options.more_text).expanduser()
-        file = file if file.is_absolute() else (base or Path.cwd()) / file
-        found = file.is_file()
-    except (OSError, RuntimeError):  # a name too long, or ~user of no user
-        found = False
-    if not found:
+    file = existing_file(options.more_text, base or Path.cwd())
+    if file is None:
         where = f"the recipe's folder {base}" if base else "the working directory"
         raise RecipeError(
             f"step {index} ({verb}): field 'more_text': {quote(options.more_text)} is not a file "
